@@ -1,1 +1,12 @@
-//! placeholder
+//! The movie protocol (UDP, port 31107): a leader opens a session on its own
+//! port, members register, the leader picks a movie from the server's
+//! library and the server streams it, paced, to every member; plus the
+//! command-line client people use to lead, join and list sessions.
+//!
+//! This crate must never read a file outside the configured movie folder,
+//! never send Movie Data to an endpoint that has not acknowledged its Stream
+//! Start, and never panic or stall a session on anything a peer sends.
+//! `wire`, `server_session` and `client_session` are sans-IO (no sockets, no
+//! clock reads); only `server` and `client` touch the network.
+
+pub mod wire;
