@@ -3,6 +3,7 @@
 //! long the frame is, so a PES holding several frames can be split into one
 //! `Frame` per codec frame.
 
+use crate::bits::array_at;
 use crate::program::Codec;
 
 /// What one audio frame header says.
@@ -34,7 +35,7 @@ pub fn frame_header(codec: Codec, b: &[u8]) -> Option<AudioFrameHeader> {
 
 /// ADTS (ISO/IEC 13818-7 / 14496-3 §1.A.2).
 pub fn adts_header(b: &[u8]) -> Option<AudioFrameHeader> {
-    let h = b.get(..7)?;
+    let h: &[u8; 7] = array_at(b, 0)?;
     if h[0] != 0xff || h[1] & 0xf6 != 0xf0 {
         return None;
     }
@@ -86,7 +87,7 @@ const MPA_BITRATES: [[u32; 15]; 5] = [
 
 /// MPEG-1/2/2.5 audio, layers I-III (ISO/IEC 11172-3 §2.4.2.3).
 pub fn mpeg_audio_header(b: &[u8]) -> Option<AudioFrameHeader> {
-    let h = b.get(..4)?;
+    let h: &[u8; 4] = array_at(b, 0)?;
     if h[0] != 0xff || h[1] & 0xe0 != 0xe0 {
         return None;
     }
@@ -144,7 +145,7 @@ const AC3_CHANNELS: [u8; 8] = [2, 1, 2, 3, 3, 4, 4, 5];
 
 /// AC-3 (ATSC A/52 §5.4) and E-AC-3 (Annex E) sync frames.
 pub fn ac3_header(b: &[u8]) -> Option<AudioFrameHeader> {
-    let h = b.get(..8)?;
+    let h: &[u8; 8] = array_at(b, 0)?;
     if h[0] != 0x0b || h[1] != 0x77 {
         return None;
     }

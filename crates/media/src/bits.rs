@@ -3,6 +3,13 @@
 //! bits can be read. Every read returns `None` past the end instead of
 //! panicking, so codec parsers can use `?` throughout.
 
+/// `N` bytes at `at` as an array reference, so fixed-layout headers can be
+/// read with constant indices that cannot go out of bounds.
+#[inline]
+pub fn array_at<const N: usize>(b: &[u8], at: usize) -> Option<&[u8; N]> {
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
 pub struct BitReader<'a> {
     data: &'a [u8],
     /// Position in bits.

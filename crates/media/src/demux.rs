@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::{Bytes, BytesMut};
 
 use crate::audio::{eac3_is_dependent, frame_header};
+use crate::bits::array_at;
 use crate::pes::{PCR_PERIOD, PTS_PERIOD, Unwrapper, parse_pes_header};
 use crate::program::{
     AudioParams, Codec, Frame, FrameKind, Program, TS_CLOCK_HZ, Track, TrackParams, VideoParams,
@@ -217,14 +218,14 @@ impl DemuxCore {
         } else {
             None
         };
-        if route.pcr {
-            if let Some(pcr) = af.and_then(|a| a.pcr) {
-                let v = self.unwrap_pcr(h.pid, pcr);
-                out.push(DemuxEvent::Pcr {
-                    pid: h.pid,
-                    pcr_27mhz: v,
-                });
-            }
+        if route.pcr
+            && let Some(pcr) = af.and_then(|a| a.pcr)
+        {
+            let v = self.unwrap_pcr(h.pid, pcr);
+            out.push(DemuxEvent::Pcr {
+                pid: h.pid,
+                pcr_27mhz: v,
+            });
         }
         if route.slot == NO_SLOT {
             return;
@@ -356,9 +357,7 @@ impl DemuxCore {
             sec.get(4).copied().unwrap_or(0),
         ]);
         let section_number = sec.get(6).copied().unwrap_or(0);
-        let crc = sec
-            .get(sec.len() - 4..)
-            .map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        let crc = array_at::<4>(sec, sec.len() - 4).map_or(0, |c| u32::from_be_bytes(*c));
         let key = (pid, table_id, ext, section_number);
         if self.seen.get(&key) == Some(&crc) {
             return;
@@ -672,18 +671,18 @@ impl PesState {
             return;
         }
         self.buf.extend_from_slice(data);
-        if !self.len_known {
-            if let Some(h) = self.buf.get(..6) {
-                let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-                self.len_known = true;
-                self.expected = (len != 0).then_some(6 + len);
-            }
+        if !self.len_known
+            && let Some(h) = array_at::<6>(&self.buf, 0)
+        {
+            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            self.len_known = true;
+            self.expected = (len != 0).then_some(6 + len);
         }
-        if let Some(want) = self.expected {
-            if self.buf.len() >= want {
-                self.buf.truncate(want);
-                self.finish(stats, frames, false);
-            }
+        if let Some(want) = self.expected
+            && self.buf.len() >= want
+        {
+            self.buf.truncate(want);
+            self.finish(stats, frames, false);
         }
     }
 
@@ -756,12 +755,12 @@ impl PesState {
             (au.sps, &mut self.sps),
             (au.pps, &mut self.pps),
         ] {
-            if let Some(bytes) = range.and_then(|(s, e)| payload.get(s..e)) {
-                if bytes != store.as_slice() {
-                    store.clear();
-                    store.extend_from_slice(bytes);
-                    changed = true;
-                }
+            if let Some(bytes) = range.and_then(|(s, e)| payload.get(s..e))
+                && bytes != store.as_slice()
+            {
+                store.clear();
+                store.extend_from_slice(bytes);
+                changed = true;
             }
         }
         if changed {
@@ -852,8 +851,7 @@ impl PesState {
         let mut off = 0usize;
         let mut ticks_base_samples: u64 = 0;
         let mut rate = 0u32;
-        loop {
-            let Some(rest) = data.get(off..) else { break };
+        while let Some(rest) = data.get(off..) {
             if rest.is_empty() {
                 break;
             }

@@ -39,9 +39,11 @@ pub mod demux;
 pub mod pes;
 pub mod program;
 pub mod psi;
+pub mod remux;
 pub mod ts;
 pub mod video;
 
 pub use demux::{DemuxEvent, Demuxer};
 pub use program::{AudioParams, Codec, Frame, FrameKind, Program, Track, TrackParams, VideoParams};
+pub use remux::{RemuxOptions, RemuxOutput, SptsRemuxer};
 pub use ts::DemuxStats;

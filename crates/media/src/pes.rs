@@ -1,6 +1,8 @@
 //! PES packet headers (ISO/IEC 13818-1 §2.4.3.6) and the unwrapping of
 //! 33-bit timestamps into a monotonic line.
 
+use crate::bits::array_at;
+
 /// 2^33: the period of PTS/DTS (and of the PCR base).
 pub const PTS_PERIOD: i64 = 1 << 33;
 /// The PCR's period in 27 MHz ticks.
@@ -30,7 +32,7 @@ fn has_optional_header(stream_id: u8) -> bool {
 
 /// Parse the header at the start of a PES packet.
 pub fn parse_pes_header(b: &[u8]) -> Option<PesHeader> {
-    let h = b.get(..6)?;
+    let h: &[u8; 6] = array_at(b, 0)?;
     if h[0] != 0 || h[1] != 0 || h[2] != 1 {
         return None;
     }
@@ -46,7 +48,7 @@ pub fn parse_pes_header(b: &[u8]) -> Option<PesHeader> {
             data_alignment: false,
         });
     }
-    let o = b.get(6..9)?;
+    let o: &[u8; 3] = array_at(b, 6)?;
     if o[0] & 0xc0 != 0x80 {
         return None;
     }

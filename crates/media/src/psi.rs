@@ -5,6 +5,7 @@
 //! References: ISO/IEC 13818-1 §2.4.4 (PAT/PMT), ETSI EN 300 468 (SDT, EIT,
 //! descriptors, Annex A text encoding).
 
+use crate::bits::array_at;
 use crate::program::Codec;
 use crate::ts::{PACKET_SIZE, Packet, write_header};
 
@@ -39,7 +40,11 @@ const fn crc_table() -> [u32; 256] {
             };
             k += 1;
         }
-        t[i] = c;
+        // const fn: `i < 256` is the loop bound, checked at compile time.
+        #[allow(clippy::indexing_slicing)]
+        {
+            t[i] = c;
+        }
         i += 1;
     }
     t
@@ -189,7 +194,7 @@ pub enum SectionError {
 /// Check a long-form section (header, length, CRC) and return its header and
 /// the body between the 8-byte header and the CRC.
 pub fn parse_long_section(sec: &[u8]) -> Result<(SectionHeader, &[u8]), SectionError> {
-    let h = sec.get(..8).ok_or(SectionError::Short)?;
+    let h: &[u8; 8] = array_at(sec, 0).ok_or(SectionError::Short)?;
     let len = (usize::from(h[1] & 0x0f) << 8) | usize::from(h[2]);
     let total = 3 + len;
     let sec = sec.get(..total).ok_or(SectionError::Short)?;
@@ -295,7 +300,7 @@ impl Pat {
         }
         let mut programs = Vec::new();
         let mut nit_pid = None;
-        for e in body.chunks_exact(4) {
+        for e in body.chunks_exact(4).filter_map(|c| array_at::<4>(c, 0)) {
             let n = u16::from_be_bytes([e[0], e[1]]);
             let pid = u16::from_be_bytes([e[2] & 0x1f, e[3]]);
             if n == 0 {
@@ -395,7 +400,7 @@ impl Pmt {
         if h.table_id != TABLE_PMT {
             return Err(SectionError::Table(h.table_id));
         }
-        let fixed = body.get(..4).ok_or(SectionError::Malformed)?;
+        let fixed: &[u8; 4] = array_at(body, 0).ok_or(SectionError::Malformed)?;
         let pcr_pid = u16::from_be_bytes([fixed[0] & 0x1f, fixed[1]]);
         let info_len = usize::from(u16::from_be_bytes([fixed[2] & 0x0f, fixed[3]]));
         let program_info = body
@@ -405,7 +410,7 @@ impl Pmt {
         let mut rest = body.get(4 + info_len..).ok_or(SectionError::Malformed)?;
         let mut streams = Vec::new();
         while !rest.is_empty() {
-            let e = rest.get(..5).ok_or(SectionError::Malformed)?;
+            let e: &[u8; 5] = array_at(rest, 0).ok_or(SectionError::Malformed)?;
             let es_len = usize::from(u16::from_be_bytes([e[3] & 0x0f, e[4]]));
             let descriptors = rest
                 .get(5..5 + es_len)
@@ -503,12 +508,12 @@ impl Sdt {
         if h.table_id != TABLE_SDT_ACTUAL && h.table_id != 0x46 {
             return Err(SectionError::Table(h.table_id));
         }
-        let fixed = body.get(..3).ok_or(SectionError::Malformed)?;
+        let fixed: &[u8; 3] = array_at(body, 0).ok_or(SectionError::Malformed)?;
         let original_network_id = u16::from_be_bytes([fixed[0], fixed[1]]);
         let mut rest = body.get(3..).unwrap_or(&[]);
         let mut services = Vec::new();
         while !rest.is_empty() {
-            let e = rest.get(..5).ok_or(SectionError::Malformed)?;
+            let e: &[u8; 5] = array_at(rest, 0).ok_or(SectionError::Malformed)?;
             let dl = usize::from(u16::from_be_bytes([e[3] & 0x0f, e[4]]));
             let descs = rest.get(5..5 + dl).ok_or(SectionError::Malformed)?;
             let mut svc = SdtService {
@@ -635,11 +640,11 @@ impl Eit {
         if !(0x4e..=0x6f).contains(&h.table_id) {
             return Err(SectionError::Table(h.table_id));
         }
-        let fixed = body.get(..6).ok_or(SectionError::Malformed)?;
+        let fixed: &[u8; 6] = array_at(body, 0).ok_or(SectionError::Malformed)?;
         let mut rest = body.get(6..).unwrap_or(&[]);
         let mut events = Vec::new();
         while !rest.is_empty() {
-            let e = rest.get(..12).ok_or(SectionError::Malformed)?;
+            let e: &[u8; 12] = array_at(rest, 0).ok_or(SectionError::Malformed)?;
             let dl = usize::from(u16::from_be_bytes([e[10] & 0x0f, e[11]]));
             let descs = rest.get(12..12 + dl).ok_or(SectionError::Malformed)?;
             let mut ev = EitEvent {
@@ -687,13 +692,13 @@ impl Eit {
                         }
                     }
                     0x54 => {
-                        ev.content.extend(d.chunks_exact(2).map(|c| c[0]));
+                        ev.content.extend(d.iter().step_by(2).take(d.len() / 2));
                     }
                     0x55 => {
-                        if let Some(&r) = d.get(3) {
-                            if (1..=0x0f).contains(&r) {
-                                ev.min_age = Some(r + 3);
-                            }
+                        if let Some(&r) = d.get(3)
+                            && (1..=0x0f).contains(&r)
+                        {
+                            ev.min_age = Some(r + 3);
                         }
                     }
                     _ => {}
@@ -773,7 +778,7 @@ pub fn decode_dvb_text(b: &[u8]) -> String {
         0x0b => decode_8859(b.get(1..).unwrap_or(&[]), 15),
         0x02..=0x0a => decode_8859(b.get(1..).unwrap_or(&[]), u32::from(first) + 4),
         0x10 => {
-            let part = b.get(1..3).map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+            let part = array_at::<2>(b, 1).map_or(0, |p| u16::from_be_bytes(*p));
             decode_8859(b.get(3..).unwrap_or(&[]), u32::from(part))
         }
         0x11 => {
@@ -781,7 +786,8 @@ pub fn decode_dvb_text(b: &[u8]) -> String {
                 b.get(1..)
                     .unwrap_or(&[])
                     .chunks_exact(2)
-                    .map(|c| u16::from_be_bytes([c[0], c[1]])),
+                    .filter_map(|c| array_at::<2>(c, 0))
+                    .map(|c| u16::from_be_bytes(*c)),
             )
             .map(|r| r.unwrap_or('\u{fffd}'))
             .collect();
@@ -914,12 +920,11 @@ fn compose(accent: u8, base: char) -> char {
         (0xcf, "CcSsZzRrEeNn", "ČčŠšŽžŘřĚěŇň"),
     ];
     for (a, from, to) in TABLE {
-        if *a == accent {
-            if let Some(i) = from.chars().position(|c| c == base) {
-                if let Some(c) = to.chars().nth(i) {
-                    return c;
-                }
-            }
+        if *a == accent
+            && let Some(i) = from.chars().position(|c| c == base)
+            && let Some(c) = to.chars().nth(i)
+        {
+            return c;
         }
     }
     base

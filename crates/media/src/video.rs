@@ -3,7 +3,7 @@
 //! needs (size, frame rate, aspect, keyframes) is parsed; parsing stops at
 //! the first picture so the cost does not grow with the frame size.
 
-use crate::bits::{AnnexB, BitReader, unescape_rbsp};
+use crate::bits::{AnnexB, BitReader, array_at, unescape_rbsp};
 use crate::program::{Codec, FrameKind};
 
 /// Picture geometry and timing found in a sequence-level header.
@@ -297,10 +297,10 @@ fn h264_vui(r: &mut BitReader, info: &mut VideoInfo) -> Option<()> {
                 let g = gcd(w, h);
                 info.aspect = Some((w / g, h / g));
             }
-        } else if let Some(&(w, h)) = H264_SAR.get(idc as usize) {
-            if w != 0 {
-                info.aspect = Some((w, h));
-            }
+        } else if let Some(&(w, h)) = H264_SAR.get(idc as usize)
+            && w != 0
+        {
+            info.aspect = Some((w, h));
         }
     }
     if r.flag()? {
@@ -421,7 +421,7 @@ pub fn hevc_vps_frame_rate(nal: &[u8]) -> Option<(u32, u32)> {
 /// 0xb3) and, when it follows in `rest`, nothing else: the size extension
 /// bits are rarely used in broadcast.
 pub fn mpeg2_sequence_header(unit: &[u8]) -> Option<VideoInfo> {
-    let b = unit.get(1..8)?;
+    let b: &[u8; 7] = array_at(unit, 1)?;
     let width = (u32::from(b[0]) << 4) | u32::from(b[1] >> 4);
     let height = (u32::from(b[1] & 0x0f) << 8) | u32::from(b[2]);
     let aspect_code = b[3] >> 4;
