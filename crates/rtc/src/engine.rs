@@ -1,0 +1,1526 @@
+//! The body of one media worker: every str0m peer of the rooms pinned to it, the
+//! routing of datagrams to peers, and the forwarding of frames from publishers to
+//! subscribers.
+//!
+//! str0m's contract shapes this file: every mutation of an `Rtc` (input, write,
+//! keyframe request, SDP change) is followed by a full drain of `poll_output`.
+//! Draining one peer can produce work for others (a frame to forward, a keyframe
+//! to ask for); that work is queued as an [`Action`] and run after the drain, so
+//! no two peers are ever borrowed at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::{Codec, CodecConfig, PayloadParams};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::forward::{KeyframeLimiter, Timeline, choose_encoding};
+use crate::worker::{Command, Directory};
+use crate::{
+    Config, Error, Kind, Layer, ParticipantRef, PeerEvent, PeerStats, PublishOptions, SfuEvent,
+    StreamInfo, SubscribeOptions, TapFrame, TrackInfo,
+};
+
+/// A publication is announced when every track has media, or this long after the
+/// first track's media (a camera that never starts must not hide the microphone).
+const READY_GRACE: Duration = Duration::from_millis(1000);
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+struct Packet {
+    socket: usize,
+    source: SocketAddr,
+    data: Vec<u8>,
+}
+
+enum Action {
+    Forward { from: String, data: MediaData },
+    Keyframe { publisher: String, mid: Mid, rid: Option<Rid> },
+    SubscriberConnected { id: String },
+    End { id: String, failed: bool, reason: String },
+}
+
+struct Peer {
+    room: String,
+    rtc: Rtc,
+    timeout: Instant,
+    created: Instant,
+    connected: bool,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    role: Role,
+    pending_offer: Option<SdpPendingOffer>,
+    stats: PeerStats,
+    last_bytes: Option<(Instant, u64, u64)>,
+}
+
+enum Role {
+    Publisher(Box<Publisher>),
+    Subscriber(Box<Subscriber>),
+}
+
+struct Publisher {
+    owner: ParticipantRef,
+    label: String,
+    tracks: Vec<UpTrack>,
+    ready: bool,
+    announced_tracks: usize,
+    first_media: Option<Instant>,
+    subscribers: Vec<String>,
+    taps: Vec<mpsc::Sender<TapFrame>>,
+    audio_paused: bool,
+    video_paused: bool,
+}
+
+struct UpTrack {
+    mid: Mid,
+    kind: Kind,
+    rids: Vec<String>,
+    params: Option<PayloadParams>,
+    limiters: HashMap<Option<Rid>, KeyframeLimiter>,
+    /// Bytes received per encoding in the current second, and the last full
+    /// second's rate in bits per second (indexed like `rids`, or [0] without).
+    bytes: Vec<u64>,
+    rates: Vec<u64>,
+}
+
+struct Subscriber {
+    layer: Layer,
+    tracks: Vec<DownTrack>,
+    bwe: Option<u64>,
+}
+
+struct DownTrack {
+    kind: Kind,
+    source: String,
+    source_mid: Mid,
+    /// Our m-line; known at once when we offer, after `MediaAdded` when the
+    /// client offers.
+    mid: Option<Mid>,
+    codec: Codec,
+    pt: Option<Pt>,
+    rids: Vec<String>,
+    current: Option<usize>,
+    target: usize,
+    need_keyframe: bool,
+    timeline: Timeline,
+    paused: bool,
+}
+
+pub(crate) struct Engine {
+    index: usize,
+    config: Config,
+    sockets: Vec<Arc<UdpSocket>>,
+    local_addrs: Vec<SocketAddr>,
+    directory: Arc<Directory>,
+    events: broadcast::Sender<SfuEvent>,
+    load: Arc<AtomicUsize>,
+    peers: HashMap<String, Peer>,
+    routes: HashMap<SocketAddr, String>,
+    actions: VecDeque<Action>,
+    last_second: Instant,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        index: usize,
+        config: Config,
+        sockets: Vec<Arc<UdpSocket>>,
+        local_addrs: Vec<SocketAddr>,
+        directory: Arc<Directory>,
+        events: broadcast::Sender<SfuEvent>,
+        load: Arc<AtomicUsize>,
+    ) -> Self {
+        Engine {
+            index,
+            config,
+            sockets,
+            local_addrs,
+            directory,
+            events,
+            load,
+            peers: HashMap::new(),
+            routes: HashMap::new(),
+            actions: VecDeque::new(),
+            last_second: Instant::now(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let (ptx, mut packets) = mpsc::channel::<Packet>(4096);
+        let readers = CancellationToken::new();
+        for (i, sock) in self.sockets.iter().enumerate() {
+            tokio::spawn(read_socket(i, sock.clone(), ptx.clone(), readers.clone()));
+        }
+        drop(ptx);
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next = self.next_timeout();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                pkt = packets.recv() => {
+                    let Some(pkt) = pkt else { break };
+                    self.packet(pkt);
+                    // Take what is already queued before looking at timers again.
+                    for _ in 0..256 {
+                        match packets.try_recv() {
+                            Ok(p) => self.packet(p),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {
+                    self.timeouts(Instant::now());
+                }
+                _ = tick.tick() => self.housekeeping(Instant::now()),
+            }
+        }
+        readers.cancel();
+        let ids: Vec<String> = self.peers.keys().cloned().collect();
+        for id in ids {
+            self.end_peer(&id, false, "shutdown");
+        }
+    }
+
+    fn next_timeout(&self) -> Instant {
+        let cap = Instant::now() + HOUSEKEEPING;
+        self.peers
+            .values()
+            .map(|p| p.timeout)
+            .min()
+            .map_or(cap, |t| t.min(cap))
+    }
+
+    // ---- input ------------------------------------------------------------
+
+    fn packet(&mut self, pkt: Packet) {
+        let now = Instant::now();
+        let Some(destination) = self.local_addrs.get(pkt.socket).copied() else {
+            return;
+        };
+        let Ok(contents) = pkt.data.as_slice().try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: pkt.source,
+                destination,
+                contents,
+            },
+        );
+        let routed = self
+            .routes
+            .get(&pkt.source)
+            .filter(|id| self.peers.get(*id).is_some_and(|p| p.rtc.accepts(&input)))
+            .cloned();
+        let id = match routed {
+            Some(id) => id,
+            None => {
+                let found = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| p.rtc.accepts(&input))
+                    .map(|(id, _)| id.clone());
+                match found {
+                    Some(id) => {
+                        self.routes.insert(pkt.source, id.clone());
+                        id
+                    }
+                    None => {
+                        metrics::counter!("switchyard_rtc_unrouted_datagrams_total").increment(1);
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(peer = %id, "input rejected: {e}");
+            self.actions.push_back(Action::End {
+                id: id.clone(),
+                failed: true,
+                reason: format!("media error: {e}"),
+            });
+        }
+        self.drain(&id);
+        self.run_actions(now);
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    self.actions.push_back(Action::End {
+                        id: id.clone(),
+                        failed: true,
+                        reason: format!("media error: {e}"),
+                    });
+                }
+            }
+            self.drain(&id);
+        }
+        self.run_actions(now);
+    }
+
+    // ---- output -----------------------------------------------------------
+
+    /// Drains one peer's output until str0m hands back a timeout, sending
+    /// datagrams and turning events into state changes or queued actions.
+    fn drain(&mut self, id: &str) {
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        loop {
+            if !peer.rtc.is_alive() {
+                peer.timeout = Instant::now();
+                self.actions.push_back(Action::End {
+                    id: id.to_string(),
+                    failed: !matches!(peer.role, Role::Subscriber(_)) || peer.connected,
+                    reason: "peer connection closed".into(),
+                });
+                return;
+            }
+            let out = match peer.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(peer = %id, "poll failed: {e}");
+                    peer.rtc.disconnect();
+                    peer.timeout = Instant::now();
+                    self.actions.push_back(Action::End {
+                        id: id.to_string(),
+                        failed: true,
+                        reason: format!("media error: {e}"),
+                    });
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    peer.timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    send(&self.sockets, &self.local_addrs, t.source, t.destination, &t.contents);
+                }
+                Output::Event(ev) => {
+                    handle_event(
+                        id,
+                        peer,
+                        ev,
+                        &mut self.actions,
+                        &self.events,
+                        &self.directory,
+                    );
+                }
+            }
+        }
+    }
+
+    fn run_actions(&mut self, now: Instant) {
+        // Bounded: each action is produced by a drain that consumed input, so the
+        // queue empties; the cap is a guard against a logic loop.
+        for _ in 0..100_000 {
+            let Some(action) = self.actions.pop_front() else {
+                return;
+            };
+            match action {
+                Action::Forward { from, data } => self.forward(&from, &data, now),
+                Action::Keyframe {
+                    publisher,
+                    mid,
+                    rid,
+                } => self.keyframe(&publisher, mid, rid, now, false),
+                Action::SubscriberConnected { id } => self.subscriber_connected(&id, now),
+                Action::End { id, failed, reason } => self.end_peer(&id, failed, &reason),
+            }
+        }
+        tracing::error!(worker = self.index, "action queue did not empty; dropping");
+        self.actions.clear();
+    }
+
+    // ---- forwarding -------------------------------------------------------
+
+    fn forward(&mut self, from: &str, data: &MediaData, now: Instant) {
+        let subs = match self.peers.get_mut(from).map(|p| &mut p.role) {
+            Some(Role::Publisher(p)) => std::mem::take(&mut p.subscribers),
+            _ => return,
+        };
+        for sid in &subs {
+            let Some(peer) = self.peers.get_mut(sid) else {
+                continue;
+            };
+            let wrote = write_frame(peer, from, data);
+            if let Some(kind) = wrote {
+                metrics::counter!("switchyard_rtc_forwarded_frames_total", "kind" => kind.as_str())
+                    .increment(1);
+                self.drain(sid);
+            }
+        }
+        if let Some(Role::Publisher(p)) = self.peers.get_mut(from).map(|p| &mut p.role) {
+            // Subscribers added while we forwarded were pushed onto the empty list.
+            let added = std::mem::replace(&mut p.subscribers, subs);
+            p.subscribers.extend(added);
+        }
+        let _ = now;
+    }
+
+    /// Asks a publisher for a keyframe on one encoding, at most once per
+    /// `keyframe_interval_ms` (later requests are deferred, not lost).
+    fn keyframe(&mut self, publisher: &str, mid: Mid, rid: Option<Rid>, now: Instant, due: bool) {
+        let interval = Duration::from_millis(self.config.keyframe_interval_ms);
+        let Some(peer) = self.peers.get_mut(publisher) else {
+            return;
+        };
+        let Role::Publisher(p) = &mut peer.role else {
+            return;
+        };
+        let Some(track) = p.tracks.iter_mut().find(|t| t.mid == mid) else {
+            return;
+        };
+        if track.kind != Kind::Video {
+            return;
+        }
+        let limiter = track
+            .limiters
+            .entry(rid)
+            .or_insert_with(|| KeyframeLimiter::new(interval));
+        if !due && !limiter.request(now) {
+            return;
+        }
+        let Some(mut writer) = peer.rtc.writer(mid) else {
+            return;
+        };
+        let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+            KeyframeRequestKind::Pli
+        } else if writer.is_request_keyframe_possible(KeyframeRequestKind::Fir) {
+            KeyframeRequestKind::Fir
+        } else {
+            return;
+        };
+        if writer.request_keyframe(rid, kind).is_ok() {
+            peer.stats.keyframe_requests = peer.stats.keyframe_requests.saturating_add(1);
+            metrics::counter!("switchyard_rtc_keyframe_requests_total").increment(1);
+        }
+        self.drain(publisher);
+    }
+
+    fn subscriber_connected(&mut self, id: &str, now: Instant) {
+        let wanted: Vec<(String, Mid, Option<Rid>)> = match self.peers.get_mut(id) {
+            Some(Peer {
+                role: Role::Subscriber(s),
+                ..
+            }) => s
+                .tracks
+                .iter_mut()
+                .filter(|t| t.kind == Kind::Video)
+                .map(|t| {
+                    t.need_keyframe = true;
+                    (t.source.clone(), t.source_mid, rid_of(&t.rids, t.target))
+                })
+                .collect(),
+            _ => return,
+        };
+        for (source, mid, rid) in wanted {
+            self.keyframe(&source, mid, rid, now, false);
+        }
+    }
+
+    // ---- lifecycle --------------------------------------------------------
+
+    fn end_peer(&mut self, id: &str, failed: bool, reason: &str) {
+        let Some(mut peer) = self.peers.remove(id) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        // Let str0m say goodbye (DTLS close) if it has something to send.
+        for _ in 0..16 {
+            match peer.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    send(&self.sockets, &self.local_addrs, t.source, t.destination, &t.contents)
+                }
+                Ok(Output::Event(_)) => {}
+                _ => break,
+            }
+        }
+        self.routes.retain(|_, v| v != id);
+        self.directory.release(id);
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("switchyard_rtc_peers").decrement(1.0);
+        let ev = if failed {
+            PeerEvent::Failed(reason.to_string())
+        } else {
+            PeerEvent::Closed(reason.to_string())
+        };
+        let _ = peer.events.send(ev);
+        if failed {
+            let _ = self.events.send(SfuEvent::PeerFailed {
+                room: peer.room.clone(),
+                id: id.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+        tracing::info!(peer = %id, room = %peer.room, failed, "peer ended: {reason}");
+        match peer.role {
+            Role::Publisher(p) => {
+                if p.ready {
+                    self.directory.remove_stream(&peer.room, id);
+                    let _ = self.events.send(SfuEvent::StreamRemoved {
+                        room: peer.room.clone(),
+                        id: id.to_string(),
+                    });
+                }
+                for sid in p.subscribers {
+                    self.end_peer(&sid, true, "source stream loss");
+                }
+            }
+            Role::Subscriber(s) => {
+                for t in &s.tracks {
+                    if let Some(Peer {
+                        role: Role::Publisher(p),
+                        ..
+                    }) = self.peers.get_mut(&t.source)
+                    {
+                        p.subscribers.retain(|x| x != id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        // Deferred keyframe requests that are now due.
+        let mut due = Vec::new();
+        for (id, peer) in &mut self.peers {
+            if let Role::Publisher(p) = &mut peer.role {
+                for t in &mut p.tracks {
+                    for (rid, l) in &mut t.limiters {
+                        if l.poll(now) {
+                            due.push((id.clone(), t.mid, *rid));
+                        }
+                    }
+                }
+            }
+        }
+        for (id, mid, rid) in due {
+            self.keyframe(&id, mid, rid, now, true);
+        }
+
+        let connect_timeout = Duration::from_secs(self.config.connect_timeout_s);
+        let mut timed_out = Vec::new();
+        let mut became_ready = Vec::new();
+        for (id, peer) in &mut self.peers {
+            if !peer.connected && now.saturating_duration_since(peer.created) > connect_timeout {
+                timed_out.push(id.clone());
+            }
+            if let Role::Publisher(p) = &mut peer.role {
+                let with_media = p.tracks.iter().filter(|t| t.params.is_some()).count();
+                let all = with_media == p.tracks.len() && with_media > 0;
+                let grace = p
+                    .first_media
+                    .is_some_and(|t| now.saturating_duration_since(t) >= READY_GRACE);
+                if (!p.ready && (all || grace)) || (p.ready && with_media > p.announced_tracks) {
+                    became_ready.push(id.clone());
+                }
+            }
+        }
+        for id in timed_out {
+            self.end_peer(&id, true, "ICE/DTLS connection timed out");
+        }
+        for id in became_ready {
+            self.announce(&id);
+        }
+
+        if now.saturating_duration_since(self.last_second) >= Duration::from_secs(1) {
+            let secs = now.saturating_duration_since(self.last_second).as_secs_f64();
+            self.last_second = now;
+            self.each_second(secs, now);
+        }
+        self.run_actions(now);
+    }
+
+    fn announce(&mut self, id: &str) {
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let Role::Publisher(p) = &mut peer.role else {
+            return;
+        };
+        let info = stream_info(id, &peer.room, p);
+        p.announced_tracks = info.tracks.len();
+        let first = !p.ready;
+        p.ready = true;
+        self.directory.put_stream(info.clone());
+        let room = peer.room.clone();
+        if first {
+            let _ = peer.events.send(PeerEvent::Ready);
+            let _ = self.events.send(SfuEvent::StreamAdded { room, stream: info });
+        } else {
+            let _ = self.events.send(SfuEvent::StreamUpdated { room, stream: info });
+        }
+    }
+
+    fn each_second(&mut self, secs: f64, now: Instant) {
+        let secs = secs.max(0.001);
+        // Rates of every publisher encoding, for automatic layer choice.
+        let mut rates: HashMap<(String, Mid), Vec<u64>> = HashMap::new();
+        for (id, peer) in &mut self.peers {
+            if let Role::Publisher(p) = &mut peer.role {
+                for t in &mut p.tracks {
+                    t.rates = t
+                        .bytes
+                        .iter()
+                        .map(|b| ((*b as f64) * 8.0 / secs) as u64)
+                        .collect();
+                    t.bytes.iter_mut().for_each(|b| *b = 0);
+                    rates.insert((id.clone(), t.mid), t.rates.clone());
+                }
+            }
+        }
+        let mut switches = Vec::new();
+        for (id, peer) in &mut self.peers {
+            let role = match &peer.role {
+                Role::Publisher(_) => "publication",
+                Role::Subscriber(_) => "subscription",
+            };
+            let labels = [("room", peer.room.clone()), ("peer", id.clone()), ("role", role.to_string())];
+            metrics::gauge!("switchyard_rtc_peer_bitrate_in_bps", &labels).set(peer.stats.bitrate_in as f64);
+            metrics::gauge!("switchyard_rtc_peer_bitrate_out_bps", &labels).set(peer.stats.bitrate_out as f64);
+            metrics::gauge!("switchyard_rtc_peer_loss_ratio", &labels).set(f64::from(peer.stats.loss));
+            if let Some(rtt) = peer.stats.rtt_ms {
+                metrics::gauge!("switchyard_rtc_peer_rtt_seconds", &labels).set(f64::from(rtt) / 1000.0);
+            }
+            let Role::Subscriber(s) = &mut peer.role else {
+                self.directory.put_stats(id, peer.stats.clone());
+                continue;
+            };
+            let mut layer_name = None;
+            let mut desired = 0u64;
+            for t in &mut s.tracks {
+                if t.kind != Kind::Video {
+                    continue;
+                }
+                let r = rates.get(&(t.source.clone(), t.source_mid)).cloned().unwrap_or_default();
+                desired = desired.max(r.first().copied().unwrap_or(0));
+                if !t.rids.is_empty() {
+                    let want = choose_encoding(&s.layer, &t.rids, &r, t.current, s.bwe);
+                    if want != t.target {
+                        t.target = want;
+                        switches.push((t.source.clone(), t.source_mid, rid_of(&t.rids, want)));
+                    }
+                    layer_name = t.current.and_then(|c| t.rids.get(c).cloned());
+                }
+            }
+            peer.stats.layer = layer_name;
+            if desired > 0 {
+                // Let the estimator probe toward the best encoding with headroom.
+                let want = desired.saturating_add(desired / 4).max(300_000);
+                peer.rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::bps(want));
+            }
+            self.directory.put_stats(id, peer.stats.clone());
+        }
+        for (source, mid, rid) in switches {
+            self.keyframe(&source, mid, rid, now, false);
+        }
+        let ids: Vec<String> = self.peers.keys().cloned().collect();
+        for id in ids {
+            self.drain(&id);
+        }
+    }
+
+    // ---- commands ---------------------------------------------------------
+
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Publish {
+                room,
+                id,
+                owner,
+                offer_sdp,
+                opts,
+                events,
+                reply,
+            } => {
+                let r = self.publish(now, room, id, owner, &offer_sdp, opts, events);
+                let _ = reply.send(r);
+            }
+            Command::Subscribe {
+                room,
+                id,
+                subscriber,
+                offer_sdp,
+                opts,
+                events,
+                reply,
+            } => {
+                let _ = subscriber;
+                let r = self.subscribe(now, room, id, offer_sdp.as_deref(), opts, events);
+                let _ = reply.send(r);
+            }
+            Command::Answer { id, sdp, reply } => {
+                let _ = reply.send(self.answer(&id, &sdp));
+            }
+            Command::Offer { id, sdp, reply } => {
+                let _ = reply.send(self.reoffer(&id, &sdp));
+            }
+            Command::Candidate { id, line, reply } => {
+                let _ = reply.send(self.candidate(&id, &line));
+            }
+            Command::IceRestart { id, reply } => {
+                let _ = reply.send(self.ice_restart(&id));
+            }
+            Command::Close { id, reply } => {
+                self.end_peer(&id, false, "closed");
+                let _ = reply.send(Ok(()));
+            }
+            Command::SetLayer { id, layer, reply } => {
+                let _ = reply.send(self.set_layer(&id, layer, now));
+            }
+            Command::Pause {
+                id,
+                kind,
+                paused,
+                reply,
+            } => {
+                let _ = reply.send(self.pause(&id, kind, paused, now));
+            }
+            Command::Tap { id, sink, reply } => {
+                let _ = reply.send(self.tap(&id, sink, now));
+            }
+        }
+        self.run_actions(now);
+    }
+
+    fn new_rtc(&self, now: Instant, codecs: CodecConfig, bwe: bool) -> Rtc {
+        let mut cfg = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_stats_interval(Some(Duration::from_secs(1)));
+        *cfg.codec_config() = codecs;
+        if bwe {
+            cfg = cfg.enable_bwe(Some(Bitrate::kbps(1000)));
+        }
+        let mut rtc = cfg.build(now);
+        for addr in &self.local_addrs {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!("unusable host address {addr}: {e}"),
+            }
+            for public in &self.config.public_addresses {
+                if public.is_ipv4() != addr.is_ipv4() {
+                    continue;
+                }
+                let pa = SocketAddr::new(*public, addr.port());
+                if let Ok(c) = Candidate::server_reflexive(pa, *addr, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+        }
+        rtc
+    }
+
+    fn insert_peer(&mut self, id: String, peer: Peer) {
+        self.load.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("switchyard_rtc_peers").increment(1.0);
+        self.peers.insert(id, peer);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        now: Instant,
+        room: String,
+        id: String,
+        owner: ParticipantRef,
+        offer_sdp: &str,
+        opts: PublishOptions,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Result<String, Error> {
+        let allowed = allowed_codecs(&self.config.codecs, &opts.codecs);
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| Error::Sdp(e.to_string()))?;
+        let mut rtc = self.new_rtc(now, publish_codecs(&allowed), false);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| Error::Sdp(e.to_string()))?;
+        let answer = answer.to_sdp_string();
+        if !answer_has_codec(&answer) {
+            return Err(Error::NoCodec);
+        }
+        let peer = Peer {
+            room,
+            rtc,
+            timeout: now,
+            created: now,
+            connected: false,
+            events,
+            role: Role::Publisher(Box::new(Publisher {
+                owner,
+                label: opts.label,
+                tracks: Vec::new(),
+                ready: false,
+                announced_tracks: 0,
+                first_media: None,
+                subscribers: Vec::new(),
+                taps: Vec::new(),
+                audio_paused: false,
+                video_paused: false,
+            })),
+            pending_offer: None,
+            stats: PeerStats::default(),
+            last_bytes: None,
+        };
+        tracing::info!(peer = %id, room = %peer.room, "publication created");
+        self.insert_peer(id.clone(), peer);
+        self.drain(&id);
+        Ok(answer)
+    }
+
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        room: String,
+        id: String,
+        offer_sdp: Option<&str>,
+        opts: SubscribeOptions,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Result<(String, String), Error> {
+        let mut tracks = Vec::new();
+        let mut params = Vec::new();
+        let mut msid = None;
+        for (kind, from) in [(Kind::Audio, &opts.audio_from), (Kind::Video, &opts.video_from)] {
+            let Some(from) = from else { continue };
+            let src = match self.peers.get(from) {
+                Some(Peer {
+                    role: Role::Publisher(p),
+                    room: r,
+                    ..
+                }) if *r == room && p.ready => p,
+                _ => return Err(Error::NoSuchStream(from.clone())),
+            };
+            let up = src
+                .tracks
+                .iter()
+                .find(|t| t.kind == kind && t.params.is_some())
+                .ok_or_else(|| Error::NoSuchTrack(from.clone(), kind.as_str()))?;
+            let Some(up_params) = up.params else {
+                return Err(Error::NoSuchTrack(from.clone(), kind.as_str()));
+            };
+            let spec = up_params.spec();
+            if !opts.codecs.is_empty()
+                && !opts.codecs.iter().any(|c| c.eq_ignore_ascii_case(codec_name(spec.codec)))
+            {
+                return Err(Error::NoCodec);
+            }
+            let (pt, rtx) = down_payload_types(spec.codec);
+            params.push(PayloadParams::new(pt.into(), rtx.map(Into::into), spec));
+            msid.get_or_insert_with(|| from.clone());
+            let target = choose_encoding(&opts.layer, &up.rids, &up.rates, None, None);
+            tracks.push(DownTrack {
+                kind,
+                source: from.clone(),
+                source_mid: up.mid,
+                mid: None,
+                codec: spec.codec,
+                pt: None,
+                rids: up.rids.clone(),
+                current: None,
+                target,
+                need_keyframe: kind == Kind::Video,
+                timeline: Timeline::default(),
+                paused: false,
+            });
+        }
+        if tracks.is_empty() {
+            return Err(Error::NoSuchStream(String::new()));
+        }
+        let msid = msid.unwrap_or_else(|| id.clone());
+        let has_video = tracks.iter().any(|t| t.kind == Kind::Video);
+        let mut rtc = self.new_rtc(now, CodecConfig::new_from_payload_params(params), has_video);
+        let mut pending_offer = None;
+        let sdp = match offer_sdp {
+            Some(offer) => {
+                let offer =
+                    SdpOffer::from_sdp_string(offer).map_err(|e| Error::Sdp(e.to_string()))?;
+                let answer = rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .map_err(|e| Error::Sdp(e.to_string()))?
+                    .to_sdp_string();
+                if !answer_has_codec(&answer) {
+                    return Err(Error::NoCodec);
+                }
+                answer
+            }
+            None => {
+                let mut api = rtc.sdp_api();
+                for t in &mut tracks {
+                    let kind = match t.kind {
+                        Kind::Audio => MediaKind::Audio,
+                        Kind::Video => MediaKind::Video,
+                    };
+                    let track_id = format!("{}-{}", t.source, t.kind.as_str());
+                    t.mid = Some(api.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(msid.clone()),
+                        Some(track_id),
+                        None,
+                    ));
+                }
+                let Some((offer, pending)) = api.apply() else {
+                    return Err(Error::Sdp("nothing to offer".into()));
+                };
+                pending_offer = Some(pending);
+                offer.to_sdp_string()
+            }
+        };
+        for t in &tracks {
+            if let Some(Peer {
+                role: Role::Publisher(p),
+                ..
+            }) = self.peers.get_mut(&t.source)
+            {
+                if !p.subscribers.contains(&id) {
+                    p.subscribers.push(id.clone());
+                }
+            }
+        }
+        let peer = Peer {
+            room,
+            rtc,
+            timeout: now,
+            created: now,
+            connected: false,
+            events,
+            role: Role::Subscriber(Box::new(Subscriber {
+                layer: opts.layer,
+                tracks,
+                bwe: None,
+            })),
+            pending_offer,
+            stats: PeerStats::default(),
+            last_bytes: None,
+        };
+        tracing::info!(peer = %id, room = %peer.room, source = %msid, "subscription created");
+        self.insert_peer(id.clone(), peer);
+        self.drain(&id);
+        Ok((sdp, msid))
+    }
+
+    fn answer(&mut self, id: &str, sdp: &str) -> Result<(), Error> {
+        let peer = self
+            .peers
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSuchPeer(id.to_string()))?;
+        let pending = peer
+            .pending_offer
+            .take()
+            .ok_or_else(|| Error::NotOffering(id.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::Sdp(e.to_string()))?;
+        let r = peer
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| Error::Sdp(e.to_string()));
+        self.drain(id);
+        r
+    }
+
+    fn reoffer(&mut self, id: &str, sdp: &str) -> Result<String, Error> {
+        let peer = self
+            .peers
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSuchPeer(id.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::Sdp(e.to_string()))?;
+        let r = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map(|a| a.to_sdp_string())
+            .map_err(|e| Error::Sdp(e.to_string()));
+        self.drain(id);
+        r
+    }
+
+    fn candidate(&mut self, id: &str, line: &str) -> Result<(), Error> {
+        let peer = self
+            .peers
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSuchPeer(id.to_string()))?;
+        match Candidate::from_sdp_string(line) {
+            Ok(c) => {
+                peer.rtc.add_remote_candidate(c);
+                self.drain(id);
+                Ok(())
+            }
+            // mDNS host candidates: an ICE-lite server learns the address from the
+            // client's connectivity checks anyway.
+            Err(_) if line.contains(".local ") => Ok(()),
+            Err(e) => Err(Error::Candidate(e.to_string())),
+        }
+    }
+
+    fn ice_restart(&mut self, id: &str) -> Result<String, Error> {
+        let peer = self
+            .peers
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSuchPeer(id.to_string()))?;
+        if !matches!(peer.role, Role::Subscriber(_)) {
+            return Err(Error::NotOffering(id.to_string()));
+        }
+        peer.pending_offer = None;
+        let mut api = peer.rtc.sdp_api();
+        api.ice_restart(true);
+        let r = match api.apply() {
+            Some((offer, pending)) => {
+                peer.pending_offer = Some(pending);
+                Ok(offer.to_sdp_string())
+            }
+            None => Err(Error::Sdp("nothing to offer".into())),
+        };
+        self.drain(id);
+        r
+    }
+
+    fn set_layer(&mut self, id: &str, layer: Layer, now: Instant) -> Result<(), Error> {
+        let peer = self
+            .peers
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSuchPeer(id.to_string()))?;
+        let Role::Subscriber(s) = &mut peer.role else {
+            return Err(Error::NoSuchPeer(id.to_string()));
+        };
+        s.layer = layer;
+        let mut switches = Vec::new();
+        for t in &mut s.tracks {
+            if t.kind != Kind::Video || t.rids.is_empty() {
+                continue;
+            }
+            let want = choose_encoding(&s.layer, &t.rids, &[], t.current, s.bwe);
+            if want != t.target {
+                t.target = want;
+                switches.push((t.source.clone(), t.source_mid, rid_of(&t.rids, want)));
+            }
+        }
+        for (source, mid, rid) in switches {
+            self.keyframe(&source, mid, rid, now, false);
+        }
+        Ok(())
+    }
+
+    fn pause(&mut self, id: &str, kind: Kind, paused: bool, now: Instant) -> Result<(), Error> {
+        let peer = self
+            .peers
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSuchPeer(id.to_string()))?;
+        let mut keyframes = Vec::new();
+        match &mut peer.role {
+            Role::Publisher(p) => {
+                if !p.tracks.iter().any(|t| t.kind == kind) {
+                    return Err(Error::NoSuchTrack(id.to_string(), kind.as_str()));
+                }
+                match kind {
+                    Kind::Audio => p.audio_paused = paused,
+                    Kind::Video => p.video_paused = paused,
+                }
+                if !paused && kind == Kind::Video {
+                    for t in p.tracks.iter().filter(|t| t.kind == Kind::Video) {
+                        for (i, _) in t.rids.iter().enumerate().chain(std::iter::once((0, &String::new()))) {
+                            keyframes.push((id.to_string(), t.mid, rid_of(&t.rids, i)));
+                        }
+                    }
+                    // Subscribers must restart at the keyframe.
+                    let subs = p.subscribers.clone();
+                    for sid in subs {
+                        if let Some(Peer { role: Role::Subscriber(s), .. }) = self.peers.get_mut(&sid) {
+                            for t in s.tracks.iter_mut().filter(|t| t.source == id && t.kind == Kind::Video) {
+                                t.need_keyframe = true;
+                            }
+                        }
+                    }
+                }
+                if let Some(Peer { role: Role::Publisher(p), room, .. }) = self.peers.get(id) {
+                    if p.ready {
+                        let info = stream_info(id, room, p);
+                        self.directory.put_stream(info.clone());
+                        let _ = self.events.send(SfuEvent::StreamUpdated {
+                            room: room.clone(),
+                            stream: info,
+                        });
+                    }
+                }
+            }
+            Role::Subscriber(s) => {
+                let mut found = false;
+                for t in s.tracks.iter_mut().filter(|t| t.kind == kind) {
+                    found = true;
+                    t.paused = paused;
+                    if !paused && kind == Kind::Video {
+                        t.need_keyframe = true;
+                        keyframes.push((t.source.clone(), t.source_mid, rid_of(&t.rids, t.target)));
+                    }
+                }
+                if !found {
+                    return Err(Error::NoSuchTrack(id.to_string(), kind.as_str()));
+                }
+            }
+        }
+        keyframes.dedup();
+        for (source, mid, rid) in keyframes {
+            self.keyframe(&source, mid, rid, now, false);
+        }
+        Ok(())
+    }
+
+    fn tap(&mut self, id: &str, sink: mpsc::Sender<TapFrame>, now: Instant) -> Result<(), Error> {
+        let peer = self
+            .peers
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSuchStream(id.to_string()))?;
+        let Role::Publisher(p) = &mut peer.role else {
+            return Err(Error::NoSuchStream(id.to_string()));
+        };
+        p.taps.push(sink);
+        let wanted: Vec<(Mid, Option<Rid>)> = p
+            .tracks
+            .iter()
+            .filter(|t| t.kind == Kind::Video)
+            .map(|t| (t.mid, rid_of(&t.rids, 0)))
+            .collect();
+        for (mid, rid) in wanted {
+            self.keyframe(id, mid, rid, now, false);
+        }
+        Ok(())
+    }
+}
+
+// ---- free functions (no borrow of the engine) -------------------------------
+
+async fn read_socket(
+    index: usize,
+    sock: Arc<UdpSocket>,
+    out: mpsc::Sender<Packet>,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let r = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.recv_from(&mut buf) => r,
+        };
+        match r {
+            Ok((n, source)) => {
+                let Some(data) = buf.get(..n) else { continue };
+                let pkt = Packet {
+                    socket: index,
+                    source,
+                    data: data.to_vec(),
+                };
+                if out.send(pkt).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors from earlier sends surface here on Linux; not fatal.
+            Err(e) => tracing::trace!("udp receive: {e}"),
+        }
+    }
+}
+
+fn send(
+    sockets: &[Arc<UdpSocket>],
+    local: &[SocketAddr],
+    source: SocketAddr,
+    destination: SocketAddr,
+    contents: &[u8],
+) {
+    let sock = local
+        .iter()
+        .position(|a| *a == source)
+        .and_then(|i| sockets.get(i))
+        .or_else(|| {
+            local
+                .iter()
+                .position(|a| a.is_ipv4() == destination.is_ipv4())
+                .and_then(|i| sockets.get(i))
+        });
+    let Some(sock) = sock else { return };
+    if let Err(e) = sock.try_send_to(contents, destination) {
+        metrics::counter!("switchyard_rtc_send_errors_total").increment(1);
+        tracing::trace!("udp send to {destination}: {e}");
+    }
+}
+
+fn handle_event(
+    id: &str,
+    peer: &mut Peer,
+    ev: Event,
+    actions: &mut VecDeque<Action>,
+    events: &broadcast::Sender<SfuEvent>,
+    _directory: &Directory,
+) {
+    match ev {
+        Event::Connected => {
+            if !peer.connected {
+                peer.connected = true;
+                let _ = peer.events.send(PeerEvent::Connected);
+                let _ = events.send(SfuEvent::PeerConnected {
+                    room: peer.room.clone(),
+                    id: id.to_string(),
+                });
+                if matches!(peer.role, Role::Subscriber(_)) {
+                    actions.push_back(Action::SubscriberConnected { id: id.to_string() });
+                }
+            }
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            actions.push_back(Action::End {
+                id: id.to_string(),
+                failed: true,
+                reason: "ICE disconnected".into(),
+            });
+        }
+        Event::MediaAdded(m) => match &mut peer.role {
+            Role::Publisher(p) => {
+                if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                    let rids: Vec<String> = m
+                        .simulcast
+                        .as_ref()
+                        .map(|s| {
+                            let layers = if s.recv.is_empty() { &s.send } else { &s.recv };
+                            layers.iter().map(|l| l.rid.to_string()).collect()
+                        })
+                        .unwrap_or_default();
+                    let n = rids.len().max(1);
+                    p.tracks.push(UpTrack {
+                        mid: m.mid,
+                        kind: if m.kind == MediaKind::Audio { Kind::Audio } else { Kind::Video },
+                        rids,
+                        params: None,
+                        limiters: HashMap::new(),
+                        bytes: vec![0; n],
+                        rates: vec![0; n],
+                    });
+                }
+            }
+            Role::Subscriber(s) => {
+                let kind = if m.kind == MediaKind::Audio { Kind::Audio } else { Kind::Video };
+                if let Some(t) = s.tracks.iter_mut().find(|t| t.kind == kind && t.mid.is_none()) {
+                    t.mid = Some(m.mid);
+                }
+            }
+        },
+        Event::MediaData(d) => {
+            if let Role::Publisher(p) = &mut peer.role {
+                media_in(id, p, d, actions);
+            }
+        }
+        Event::KeyframeRequest(req) => {
+            if let Role::Subscriber(s) = &peer.role {
+                if let Some(t) = s.tracks.iter().find(|t| t.mid == Some(req.mid)) {
+                    peer.stats.keyframe_requests = peer.stats.keyframe_requests.saturating_add(1);
+                    actions.push_back(Action::Keyframe {
+                        publisher: t.source.clone(),
+                        mid: t.source_mid,
+                        rid: rid_of(&t.rids, t.current.unwrap_or(t.target)),
+                    });
+                }
+            }
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+        | Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+            if let Role::Subscriber(s) = &mut peer.role {
+                s.bwe = Some(estimate.as_u64());
+                peer.stats.bwe = s.bwe;
+            }
+        }
+        Event::PeerStats(st) => {
+            let now = st.timestamp;
+            if let Some((t, rx, tx)) = peer.last_bytes {
+                let dt = now.saturating_duration_since(t).as_secs_f64();
+                if dt > 0.0 {
+                    peer.stats.bitrate_in =
+                        (st.peer_bytes_rx.saturating_sub(rx) as f64 * 8.0 / dt) as u64;
+                    peer.stats.bitrate_out =
+                        (st.peer_bytes_tx.saturating_sub(tx) as f64 * 8.0 / dt) as u64;
+                }
+            }
+            peer.last_bytes = Some((now, st.peer_bytes_rx, st.peer_bytes_tx));
+            if let Some(rtt) = st.rtt {
+                peer.stats.rtt_ms = Some(rtt.as_secs_f32() * 1000.0);
+            }
+            if let Some(bwe) = st.bwe_tx {
+                peer.stats.bwe = Some(bwe.as_u64());
+            }
+            let loss = match peer.role {
+                Role::Publisher(_) => st.ingress_loss_fraction,
+                Role::Subscriber(_) => st.egress_loss_fraction,
+            };
+            if let Some(l) = loss {
+                peer.stats.loss = l.clamp(0.0, 1.0);
+            }
+        }
+        Event::MediaEgressStats(st) => {
+            // str0m reports totals per (mid, rid); keep the largest seen.
+            peer.stats.nacks = peer.stats.nacks.max(st.nacks);
+            if let Some(rtt) = st.rtt {
+                peer.stats.rtt_ms = Some(rtt.as_secs_f32() * 1000.0);
+            }
+        }
+        Event::MediaIngressStats(st) => {
+            peer.stats.nacks = peer.stats.nacks.max(st.nacks);
+        }
+        _ => {}
+    }
+}
+
+fn media_in(id: &str, p: &mut Publisher, d: MediaData, actions: &mut VecDeque<Action>) {
+    let Some(track) = p.tracks.iter_mut().find(|t| t.mid == d.mid) else {
+        return;
+    };
+    let enc = d
+        .rid
+        .and_then(|r| track.rids.iter().position(|x| x.as_str() == &*r))
+        .unwrap_or(0);
+    if let Some(b) = track.bytes.get_mut(enc) {
+        *b = b.saturating_add(d.data.len() as u64);
+    }
+    if track.params.is_none() {
+        track.params = Some(d.params);
+    }
+    p.first_media.get_or_insert(d.network_time);
+    if !d.contiguous && track.kind == Kind::Video {
+        // A gap the NACKs could not fill: only a keyframe repairs the picture.
+        actions.push_back(Action::Keyframe {
+            publisher: id.to_string(),
+            mid: d.mid,
+            rid: d.rid,
+        });
+    }
+    if enc == 0 && !p.taps.is_empty() {
+        let spec = d.params.spec();
+        let frame = TapFrame {
+            kind: track.kind,
+            codec: codec_name(spec.codec).to_string(),
+            rid: d.rid.map(|r| r.to_string()),
+            rtp_time: d.time.numer(),
+            clock_rate: d.time.denom(),
+            keyframe: d.is_keyframe(),
+            payload: bytes::Bytes::copy_from_slice(&d.data),
+        };
+        p.taps.retain(|t| !t.is_closed());
+        for t in &p.taps {
+            if t.try_send(frame.clone()).is_err() {
+                metrics::counter!("switchyard_rtc_tap_dropped_total").increment(1);
+            }
+        }
+    }
+    let paused = match track.kind {
+        Kind::Audio => p.audio_paused,
+        Kind::Video => p.video_paused,
+    };
+    if !paused && p.ready && !p.subscribers.is_empty() {
+        actions.push_back(Action::Forward {
+            from: id.to_string(),
+            data: d,
+        });
+    }
+}
+
+/// Writes one frame to every matching down track of a subscriber; returns the
+/// kind if anything was written (the caller then drains the subscriber).
+fn write_frame(peer: &mut Peer, from: &str, data: &MediaData) -> Option<Kind> {
+    let Peer {
+        rtc,
+        role,
+        connected,
+        ..
+    } = peer;
+    let Role::Subscriber(s) = role else {
+        return None;
+    };
+    if !*connected {
+        return None;
+    }
+    let mut wrote = None;
+    for t in s
+        .tracks
+        .iter_mut()
+        .filter(|t| t.source == from && t.source_mid == data.mid)
+    {
+        let Some(mid) = t.mid else { continue };
+        if t.paused {
+            continue;
+        }
+        let enc = data
+            .rid
+            .and_then(|r| t.rids.iter().position(|x| x.as_str() == &*r))
+            .unwrap_or(0);
+        let keyframe = data.is_keyframe();
+        if Some(enc) != t.current {
+            if enc == t.target && (keyframe || t.kind == Kind::Audio) {
+                t.current = Some(enc);
+                t.timeline.reanchor();
+            } else {
+                continue;
+            }
+        }
+        if t.need_keyframe && t.kind == Kind::Video {
+            if !keyframe {
+                continue;
+            }
+            t.need_keyframe = false;
+        }
+        let pt = match t.pt {
+            Some(pt) => pt,
+            None => {
+                let w = rtc.writer(mid)?;
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == t.codec)
+                    .map(|p| p.pt())?;
+                t.pt = Some(pt);
+                pt
+            }
+        };
+        let step = match t.kind {
+            Kind::Video => 3000,
+            Kind::Audio => u64::from(data.time.denom() / 50),
+        };
+        let out = t.timeline.map(data.time.numer(), step);
+        let Some(writer) = rtc.writer(mid) else { continue };
+        let time = MediaTime::new(out, data.time.frequency());
+        match writer.write(pt, data.network_time, time, data.data.clone()) {
+            Ok(()) => wrote = Some(t.kind),
+            Err(e) => tracing::debug!("write to {mid}: {e}"),
+        }
+    }
+    wrote
+}
+
+fn rid_of(rids: &[String], index: usize) -> Option<Rid> {
+    rids.get(index).map(|r| Rid::from(r.as_str()))
+}
+
+fn stream_info(id: &str, room: &str, p: &Publisher) -> StreamInfo {
+    let tracks = p
+        .tracks
+        .iter()
+        .filter_map(|t| {
+            let params = t.params?;
+            let spec = params.spec();
+            let profile = match spec.codec {
+                Codec::H264 => spec.format.profile_level_id.map(|v| format!("{v:06x}")),
+                Codec::Vp9 => spec.format.profile_id.map(|v| v.to_string()),
+                _ => None,
+            };
+            Some(TrackInfo {
+                kind: t.kind,
+                codec: codec_name(spec.codec).to_string(),
+                profile,
+                clock_rate: spec.clock_rate.get(),
+                channels: spec.channels,
+                mid: t.mid.to_string(),
+                simulcast_rids: t.rids.clone(),
+            })
+        })
+        .collect();
+    StreamInfo {
+        id: id.to_string(),
+        room: room.to_string(),
+        owner: p.owner.clone(),
+        label: p.label.clone(),
+        tracks,
+        audio_paused: p.audio_paused,
+        video_paused: p.video_paused,
+    }
+}
+
+pub(crate) fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::Opus => "opus",
+        Codec::PCMU => "pcmu",
+        Codec::PCMA => "pcma",
+        Codec::G722 => "g722",
+        Codec::H264 => "h264",
+        Codec::H265 => "h265",
+        Codec::Vp8 => "vp8",
+        Codec::Vp9 => "vp9",
+        Codec::Av1 => "av1",
+        _ => "unknown",
+    }
+}
+
+/// Down-stream payload types: Galène's fixed numbers, with RTX next to each video
+/// codec so NACKs can be answered.
+fn down_payload_types(c: Codec) -> (u8, Option<u8>) {
+    match c {
+        Codec::Vp8 => (96, Some(97)),
+        Codec::Vp9 => (98, Some(99)),
+        Codec::Av1 => (35, Some(36)),
+        Codec::H264 => (102, Some(103)),
+        Codec::H265 => (104, Some(105)),
+        Codec::Opus => (111, None),
+        Codec::G722 => (9, None),
+        Codec::PCMU => (0, None),
+        Codec::PCMA => (8, None),
+        _ => (120, Some(121)),
+    }
+}
+
+fn allowed_codecs(global: &[String], room: &[String]) -> Vec<String> {
+    global
+        .iter()
+        .filter(|c| room.is_empty() || room.iter().any(|r| r.eq_ignore_ascii_case(c)))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn publish_codecs(allowed: &[String]) -> CodecConfig {
+    let on = |name: &str| allowed.iter().any(|c| c == name);
+    let mut c = CodecConfig::empty();
+    c.enable_opus(on("opus"), false);
+    c.enable_g722(on("g722"), false);
+    c.enable_pcmu(on("pcmu"), false);
+    c.enable_pcma(on("pcma"), false);
+    c.enable_vp8(on("vp8"));
+    c.enable_vp9(on("vp9"));
+    c.enable_h264(on("h264"));
+    c.enable_av1(on("av1"));
+    c
+}
+
+/// True if at least one m-line of an answer kept a codec (str0m answers an m-line
+/// without a common codec with no `rtpmap`).
+fn answer_has_codec(answer: &str) -> bool {
+    answer.lines().any(|l| l.starts_with("a=rtpmap:"))
+}

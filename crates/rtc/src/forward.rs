@@ -1,0 +1,199 @@
+//! Forwarding decisions that need no I/O: keyframe-request rate limiting and
+//! simulcast layer choice. Kept apart from the worker so they are unit-tested with
+//! an explicit `now`.
+
+use std::time::{Duration, Instant};
+
+/// Lets one keyframe request through per interval; requests inside the interval
+/// are remembered and released when it ends, so a subscriber that joined during
+/// the quiet period still gets its keyframe.
+#[derive(Debug, Clone)]
+pub struct KeyframeLimiter {
+    interval: Duration,
+    last_sent: Option<Instant>,
+    pending: bool,
+}
+
+impl KeyframeLimiter {
+    pub fn new(interval: Duration) -> Self {
+        KeyframeLimiter {
+            interval,
+            last_sent: None,
+            pending: false,
+        }
+    }
+
+    /// A request arrived; true if it should be sent upstream now.
+    pub fn request(&mut self, now: Instant) -> bool {
+        match self.last_sent {
+            Some(t) if now.saturating_duration_since(t) < self.interval => {
+                self.pending = true;
+                false
+            }
+            _ => {
+                self.last_sent = Some(now);
+                self.pending = false;
+                true
+            }
+        }
+    }
+
+    /// Called on timeouts: true if a deferred request is due now.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        if self.pending && self.request(now) {
+            return true;
+        }
+        false
+    }
+
+    /// When a deferred request becomes due, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.pending, self.last_sent) {
+            (true, Some(t)) => Some(t + self.interval),
+            _ => None,
+        }
+    }
+}
+
+/// Picks the simulcast encoding index (0 = first = highest) a subscriber should
+/// receive. `rates` are the measured bits per second of each encoding, in the
+/// publisher's order; `current` is what is forwarded now; `estimate` the
+/// subscriber's bandwidth estimate.
+///
+/// Going up needs 25 % headroom over the encoding's rate, staying needs none:
+/// the gap keeps a subscriber near the edge from flapping between layers (each
+/// switch costs a keyframe).
+pub(crate) fn choose_encoding(
+    layer: &crate::Layer,
+    rids: &[String],
+    rates: &[u64],
+    current: Option<usize>,
+    estimate: Option<u64>,
+) -> usize {
+    let last = rids.len().saturating_sub(1);
+    match layer {
+        crate::Layer::High => 0,
+        crate::Layer::Low => last,
+        crate::Layer::Rid(r) => rids.iter().position(|x| x == r).unwrap_or(0),
+        crate::Layer::Auto => {
+            let Some(estimate) = estimate else {
+                return current.unwrap_or(0);
+            };
+            for (i, rate) in rates.iter().enumerate().take(rids.len()) {
+                let needed = match current {
+                    Some(c) if i >= c => *rate,
+                    // Moving up (or starting): demand headroom.
+                    _ => rate.saturating_add(rate / 4),
+                };
+                if *rate == 0 || needed <= estimate {
+                    return i;
+                }
+            }
+            last
+        }
+    }
+}
+
+/// Keeps one down track's RTP clock continuous when its source changes (simulcast
+/// encodings have unrelated timestamp bases): output = input + offset, with the
+/// offset re-anchored at each switch so the new source starts one frame after
+/// the last output.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Timeline {
+    offset: u64,
+    last_out: Option<u64>,
+    anchored: bool,
+}
+
+impl Timeline {
+    /// Forget the anchor: the next `map` starts a new segment.
+    pub(crate) fn reanchor(&mut self) {
+        self.anchored = false;
+    }
+
+    /// Maps an input timestamp (source clock, extended to 64 bits) to the output
+    /// clock. `step` is the gap inserted at a switch (one frame).
+    pub(crate) fn map(&mut self, input: u64, step: u64) -> u64 {
+        if !self.anchored {
+            let start = match self.last_out {
+                Some(l) => l.wrapping_add(step),
+                None => input,
+            };
+            self.offset = start.wrapping_sub(input);
+            self.anchored = true;
+        }
+        let out = input.wrapping_add(self.offset);
+        self.last_out = Some(out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Layer;
+
+    #[test]
+    fn limiter_lets_one_through_then_defers() {
+        let t0 = Instant::now();
+        let mut l = KeyframeLimiter::new(Duration::from_millis(500));
+        assert!(l.request(t0));
+        assert!(!l.request(t0 + Duration::from_millis(100)));
+        assert_eq!(l.deadline(), Some(t0 + Duration::from_millis(500)));
+        assert!(!l.poll(t0 + Duration::from_millis(400)));
+        assert!(l.poll(t0 + Duration::from_millis(500)));
+        assert!(!l.poll(t0 + Duration::from_millis(600)), "deferred request sent once");
+        assert!(l.request(t0 + Duration::from_millis(1001)));
+    }
+
+    #[test]
+    fn layer_names_pick_first_and_last() {
+        let rids = vec!["h".to_string(), "m".to_string(), "l".to_string()];
+        assert_eq!(choose_encoding(&Layer::High, &rids, &[], None, None), 0);
+        assert_eq!(choose_encoding(&Layer::Low, &rids, &[], None, None), 2);
+        assert_eq!(
+            choose_encoding(&Layer::Rid("m".into()), &rids, &[], None, None),
+            1
+        );
+        assert_eq!(
+            choose_encoding(&Layer::Rid("x".into()), &rids, &[], None, None),
+            0
+        );
+    }
+
+    #[test]
+    fn auto_follows_estimate_with_hysteresis() {
+        let rids = vec!["h".to_string(), "l".to_string()];
+        let rates = [1_000_000, 100_000];
+        // Plenty of room: high.
+        assert_eq!(
+            choose_encoding(&Layer::Auto, &rids, &rates, Some(0), Some(2_000_000)),
+            0
+        );
+        // Estimate below the high rate: drop to low.
+        assert_eq!(
+            choose_encoding(&Layer::Auto, &rids, &rates, Some(0), Some(900_000)),
+            1
+        );
+        // On low, 1.1 Mbit/s is not enough headroom to go back up.
+        assert_eq!(
+            choose_encoding(&Layer::Auto, &rids, &rates, Some(1), Some(1_100_000)),
+            1
+        );
+        assert_eq!(
+            choose_encoding(&Layer::Auto, &rids, &rates, Some(1), Some(1_300_000)),
+            0
+        );
+    }
+
+    #[test]
+    fn timeline_is_continuous_across_switches() {
+        let mut t = Timeline::default();
+        assert_eq!(t.map(1000, 3000), 1000);
+        assert_eq!(t.map(4000, 3000), 4000);
+        t.reanchor();
+        // The new source has an unrelated base.
+        assert_eq!(t.map(900_000, 3000), 7000);
+        assert_eq!(t.map(903_000, 3000), 10_000);
+    }
+}
