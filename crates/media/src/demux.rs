@@ -873,8 +873,9 @@ impl PesState {
             if h.length > rest.len() {
                 if rest.len() <= MAX_AUDIO_CARRY {
                     self.carry.extend_from_slice(rest);
-                    self.carry_pts =
-                        base.map(|b| b + samples_to_ticks(ticks_base_samples, h.sample_rate));
+                    self.carry_pts = base.map(|b| {
+                        b.saturating_add(samples_to_ticks(ticks_base_samples, h.sample_rate))
+                    });
                 }
                 break;
             }
@@ -896,7 +897,8 @@ impl PesState {
             }
             self.update_audio_params(&h);
             rate = h.sample_rate;
-            let fpts = base.map(|b| b + samples_to_ticks(ticks_base_samples, h.sample_rate));
+            let fpts =
+                base.map(|b| b.saturating_add(samples_to_ticks(ticks_base_samples, h.sample_rate)));
             frames.push((
                 self.program_number,
                 Frame {
@@ -912,7 +914,8 @@ impl PesState {
             off += len;
         }
         if rate > 0 {
-            self.next_pts = base.map(|b| b + samples_to_ticks(ticks_base_samples, rate));
+            self.next_pts =
+                base.map(|b| b.saturating_add(samples_to_ticks(ticks_base_samples, rate)));
         }
     }
 

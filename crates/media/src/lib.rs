@@ -36,12 +36,14 @@
 pub mod audio;
 pub mod bits;
 pub mod demux;
+pub mod m3u;
 pub mod pes;
 pub mod program;
 pub mod psi;
 pub mod remux;
 pub mod ts;
 pub mod video;
+pub mod xmltv;
 
 pub use demux::{DemuxEvent, Demuxer};
 pub use program::{AudioParams, Codec, Frame, FrameKind, Program, Track, TrackParams, VideoParams};

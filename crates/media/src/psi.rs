@@ -566,17 +566,16 @@ impl Sdt {
         for s in &self.services {
             let mut desc = Vec::new();
             if s.service_name.is_some() || s.provider_name.is_some() || s.service_type != 0 {
-                let p = encode_dvb_text(s.provider_name.as_deref().unwrap_or(""), 255);
-                let n = encode_dvb_text(s.service_name.as_deref().unwrap_or(""), 255);
+                // 3 + 120 + 120 keeps the descriptor within its 255 bytes.
+                let p = encode_dvb_text(s.provider_name.as_deref().unwrap_or(""), 120);
+                let n = encode_dvb_text(s.service_name.as_deref().unwrap_or(""), 120);
                 desc.push(0x48);
-                desc.push((3 + p.len() + n.len()).min(255) as u8);
+                desc.push((3 + p.len() + n.len()) as u8);
                 desc.push(s.service_type);
                 desc.push(p.len() as u8);
                 desc.extend_from_slice(&p);
                 desc.push(n.len() as u8);
                 desc.extend_from_slice(&n);
-                // 3 + 255 + 255 may exceed a descriptor: trim the name.
-                desc.truncate(2 + 255);
             }
             body.extend_from_slice(&s.service_id.to_be_bytes());
             body.push(0xfc | (u8::from(s.eit_schedule) << 1) | u8::from(s.eit_present_following));

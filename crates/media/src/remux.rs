@@ -312,7 +312,7 @@ impl SptsRemuxer {
             // so the gap between repetitions stays within the interval.
             (Some(now), Some(then)) => {
                 now < then
-                    || (now - then).saturating_add(self.pcr_gap) as u64
+                    || now.saturating_sub(then).saturating_add(self.pcr_gap) as u64
                         >= self.opts.psi_interval_27mhz
             }
             (Some(_), None) => true,

@@ -210,10 +210,10 @@ pub fn h264_sps(nal: &[u8]) -> Option<VideoInfo> {
             for i in 0..lists {
                 if r.flag()? {
                     let size = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i32, 8i32);
+                    let (mut last, mut next) = (8i64, 8i64);
                     for _ in 0..size {
                         if next != 0 {
-                            let delta = r.se()?;
+                            let delta = i64::from(r.se()?);
                             next = (last + delta + 256).rem_euclid(256);
                         }
                         if next != 0 {
