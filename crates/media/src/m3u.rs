@@ -293,7 +293,10 @@ fn parse_attributes(s: &str) -> Result<Vec<(String, String)>, String> {
 pub fn write_m3u(header_attributes: &[(String, String)], entries: &[M3uEntry]) -> String {
     let mut s = String::from("#EXTM3U");
     for (k, v) in header_attributes {
-        let _ = write!(s, " {}=\"{}\"", clean_key(k), clean_value(v));
+        let k = clean_key(k);
+        if !k.is_empty() {
+            let _ = write!(s, " {}=\"{}\"", k, clean_value(v));
+        }
     }
     s.push('\n');
     for e in entries {
@@ -316,7 +319,10 @@ pub fn write_m3u(header_attributes: &[(String, String)], entries: &[M3uEntry]) -
             }
         }
         for (k, v) in attrs {
-            let _ = write!(s, " {}=\"{}\"", clean_key(k), clean_value(v));
+            let k = clean_key(k);
+            if !k.is_empty() {
+                let _ = write!(s, " {}=\"{}\"", k, clean_value(v));
+            }
         }
         let _ = writeln!(s, ",{}", e.name.replace(['\r', '\n'], " "));
         for o in &e.vlc_options {

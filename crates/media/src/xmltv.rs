@@ -282,7 +282,13 @@ fn end_element(
     text: &mut String,
     in_rating: &mut bool,
 ) {
-    let value = std::mem::take(text).trim().to_string();
+    // Control characters XML 1.0 forbids are dropped, as the writer does.
+    let value: String = std::mem::take(text)
+        .trim()
+        .chars()
+        .filter(|&c| c >= ' ' || matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let value = value.trim().to_string();
     match (name, *field) {
         (b"display-name", Field::DisplayName) => {
             if let Some(c) = channel.as_mut()
@@ -495,7 +501,15 @@ pub fn parse_xmltv_time(s: &str) -> Option<i64> {
     };
     let (y, mo, d) = (field(0, 4)?, field(4, 6)?, field(6, 8)?);
     let (h, mi, se) = (field(8, 10)?, field(10, 12)?, field(12, 14)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    // Years outside 1900-9999 are garbage in a programme guide (and could
+    // not be written back as four digits).
+    if !(1900..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
         return None;
     }
     let zone = zone.trim();
