@@ -9,4 +9,10 @@
 //! `wire`, `server_session` and `client_session` are sans-IO (no sockets, no
 //! clock reads); only `server` and `client` touch the network.
 
+pub mod config;
+pub mod library;
+pub mod server_session;
 pub mod wire;
+
+pub use config::{Config, ConfigError, ServerTimers};
+pub use library::{LibraryError, Movie, MovieLibrary};
