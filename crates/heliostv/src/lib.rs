@@ -7,3 +7,4 @@
 //! another, never panic on network input, and never talk to another front end.
 
 pub mod wire;
+pub mod session;
