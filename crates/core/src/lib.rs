@@ -7,6 +7,7 @@
 //! protocol: nothing here may speak HTSP, HeliosTv, HTTP or Galène, and
 //! nothing here may block a producer on a consumer.
 
+pub mod access;
 pub mod catalog;
 pub mod channel;
 pub mod config;
