@@ -9,6 +9,7 @@
 //! `wire`, `server_session` and `client_session` are sans-IO (no sockets, no
 //! clock reads); only `server` and `client` touch the network.
 
+pub mod client_session;
 pub mod config;
 pub mod library;
 pub mod server_session;
@@ -16,3 +17,10 @@ pub mod wire;
 
 pub use config::{Config, ConfigError, ServerTimers};
 pub use library::{LibraryError, Movie, MovieLibrary};
+
+/// A datagram a state machine wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: std::net::SocketAddr,
+    pub payload: bytes::Bytes,
+}

@@ -21,19 +21,13 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::Transmit;
 use crate::config::{Config, ServerTimers};
 use crate::library::{Movie, MovieReader};
 use crate::wire::{
     self, Control, ControlOp, Direction, Discard, EndReason, MovieListing, P0Packet, PsPacket,
     SessionEntry, SessionState, StreamStart,
 };
-
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub payload: Bytes,
-}
 
 /// Discards per counter of §12.1, for one session or one P0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
