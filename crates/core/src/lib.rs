@@ -12,11 +12,13 @@ pub mod catalog;
 pub mod channel;
 pub mod config;
 pub mod demo;
+pub mod dvr;
 pub mod fanout;
 pub mod input;
 pub mod guide;
 mod pipeline;
 pub mod room;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
