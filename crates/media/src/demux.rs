@@ -688,9 +688,9 @@ impl PesState {
 
     fn start(&mut self) {
         let block = if self.codec.is_video() {
-            512 * 1024
+            64 * 1024
         } else {
-            32 * 1024
+            16 * 1024
         };
         if self.buf.capacity() - self.buf.len() < block / 8 {
             self.buf.reserve(block);

@@ -3,7 +3,7 @@
 //! needs (size, frame rate, aspect, keyframes) is parsed; parsing stops at
 //! the first picture so the cost does not grow with the frame size.
 
-use crate::bits::{AnnexB, BitReader, array_at, unescape_rbsp};
+use crate::bits::{BitReader, array_at, find_start_code, unescape_rbsp};
 use crate::program::{Codec, FrameKind};
 
 /// Picture geometry and timing found in a sequence-level header.
@@ -32,84 +32,89 @@ pub struct AccessUnit {
 }
 
 /// Inspect the start of an access unit in Annex-B form (MPEG-2 video uses
-/// the same start codes). Stops at the first picture/slice.
+/// the same start codes). Stops at the first picture/slice without
+/// scanning it, so the cost is that of the headers, not of the frame.
 pub fn inspect_access_unit(codec: Codec, data: &[u8]) -> AccessUnit {
     let mut au = AccessUnit::default();
     let mut scratch = [0u8; 24];
-    match codec {
-        Codec::H264 => {
-            for (off, nal) in AnnexB::new(data) {
-                let Some(&h) = nal.first() else { continue };
-                let end = off + nal.len();
-                match h & 0x1f {
-                    9 => au.insert_at = end,
-                    7 => au.sps = au.sps.or(Some((off, end))),
-                    8 => au.pps = au.pps.or(Some((off, end))),
-                    5 => {
-                        au.kind = Some(FrameKind::Key);
-                        break;
-                    }
-                    1..=4 => {
-                        au.kind = h264_slice_kind(nal, &mut scratch);
-                        break;
-                    }
-                    _ => {}
+    let mut seq_start: Option<usize> = None;
+    let mut seq_end = 0usize;
+    let mut next = find_start_code(data, 0);
+    while let Some((_, start)) = next {
+        let Some(rest) = data.get(start..) else { break };
+        let Some(&h) = rest.first() else { break };
+        // Pictures end the walk before their extent is searched for.
+        match codec {
+            Codec::H264 => match h & 0x1f {
+                5 => {
+                    au.kind = Some(FrameKind::Key);
+                    break;
                 }
-            }
-        }
-        Codec::Hevc => {
-            for (off, nal) in AnnexB::new(data) {
-                let Some(&h) = nal.first() else { continue };
-                let end = off + nal.len();
-                let t = (h >> 1) & 0x3f;
-                match t {
-                    35 => au.insert_at = end,
-                    32 => au.vps = au.vps.or(Some((off, end))),
-                    33 => au.sps = au.sps.or(Some((off, end))),
-                    34 => au.pps = au.pps.or(Some((off, end))),
-                    16..=23 => {
-                        au.kind = Some(FrameKind::Key);
-                        break;
-                    }
-                    0..=15 => {
-                        au.kind = Some(if t % 2 == 0 && t <= 14 {
-                            FrameKind::Bidirectional
-                        } else {
-                            FrameKind::Predicted
-                        });
-                        break;
-                    }
-                    _ => {}
+                1..=4 => {
+                    au.kind = h264_slice_kind(rest, &mut scratch);
+                    break;
                 }
-            }
-        }
-        Codec::Mpeg2Video => {
-            let mut seq_start = None;
-            let mut seq_end = 0;
-            for (off, unit) in AnnexB::new(data) {
-                let Some(&code) = unit.first() else { continue };
-                match code {
-                    0xb3 => {
-                        seq_start = seq_start.or(Some(off));
-                        seq_end = off + unit.len();
-                    }
-                    0xb5 if seq_start.is_some() => seq_end = off + unit.len(),
-                    0x00 => {
-                        let pct = unit.get(2).map(|b| (b >> 3) & 7);
-                        au.kind = match pct {
-                            Some(1) => Some(FrameKind::Key),
-                            Some(2) => Some(FrameKind::Predicted),
-                            Some(3) => Some(FrameKind::Bidirectional),
-                            _ => None,
-                        };
-                        break;
-                    }
-                    _ => {}
+                _ => {}
+            },
+            Codec::Hevc => match (h >> 1) & 0x3f {
+                16..=23 => {
+                    au.kind = Some(FrameKind::Key);
+                    break;
                 }
+                t @ 0..=15 => {
+                    au.kind = Some(if t % 2 == 0 && t <= 14 {
+                        FrameKind::Bidirectional
+                    } else {
+                        FrameKind::Predicted
+                    });
+                    break;
+                }
+                _ => {}
+            },
+            Codec::Mpeg2Video if h == 0x00 => {
+                au.kind = match rest.get(2).map(|b| (b >> 3) & 7) {
+                    Some(1) => Some(FrameKind::Key),
+                    Some(2) => Some(FrameKind::Predicted),
+                    Some(3) => Some(FrameKind::Bidirectional),
+                    _ => None,
+                };
+                break;
             }
-            au.sps = seq_start.map(|s| (s, seq_end));
+            Codec::Mpeg2Video => {}
+            _ => break,
         }
-        _ => {}
+        next = find_start_code(data, start);
+        let mut end = next.map_or(data.len(), |(sc, _)| sc);
+        while end > start && data.get(end - 1) == Some(&0) {
+            end -= 1;
+        }
+        let range = Some((start, end));
+        match codec {
+            Codec::H264 => match h & 0x1f {
+                9 => au.insert_at = end,
+                7 => au.sps = au.sps.or(range),
+                8 => au.pps = au.pps.or(range),
+                _ => {}
+            },
+            Codec::Hevc => match (h >> 1) & 0x3f {
+                35 => au.insert_at = end,
+                32 => au.vps = au.vps.or(range),
+                33 => au.sps = au.sps.or(range),
+                34 => au.pps = au.pps.or(range),
+                _ => {}
+            },
+            _ => match h {
+                0xb3 => {
+                    seq_start = seq_start.or(Some(start));
+                    seq_end = end;
+                }
+                0xb5 if seq_start.is_some() => seq_end = end,
+                _ => {}
+            },
+        }
+    }
+    if codec == Codec::Mpeg2Video {
+        au.sps = seq_start.map(|s| (s, seq_end));
     }
     au
 }
