@@ -9,9 +9,12 @@
 //! `wire`, `server_session` and `client_session` are sans-IO (no sockets, no
 //! clock reads); only `server` and `client` touch the network.
 
+pub mod client;
 pub mod client_session;
 pub mod config;
+pub mod fault;
 pub mod library;
+pub mod server;
 pub mod server_session;
 pub mod wire;
 
