@@ -801,7 +801,7 @@ impl PesState {
             Codec::H264 => (h264_sps(&self.sps), annexb(&[&self.sps, &self.pps])),
             Codec::Hevc => {
                 let info = hevc_sps(&self.sps).map(|mut i| {
-                    i.frame_rate = hevc_vps_frame_rate(&self.vps);
+                    i.frame_rate = i.frame_rate.or_else(|| hevc_vps_frame_rate(&self.vps));
                     i
                 });
                 (info, annexb(&[&self.vps, &self.sps, &self.pps]))

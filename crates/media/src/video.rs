@@ -382,12 +382,150 @@ pub fn hevc_sps(nal: &[u8]) -> Option<VideoInfo> {
         cw = sub_w * (l + rr);
         ch = sub_h * (t + b);
     }
-    Some(VideoInfo {
+    let mut info = VideoInfo {
         width: u32::try_from(w.checked_sub(cw)?).ok()?,
         height: u32::try_from(h.checked_sub(ch)?).ok()?,
         frame_rate: None,
         aspect: None,
-    })
+    };
+    // Aspect and timing sit in the VUI at the end; a stream we cannot walk
+    // that far still has its size.
+    let _ = hevc_sps_vui(&mut r, max_sub, &mut info);
+    Some(info)
+}
+
+/// Walk the rest of an HEVC SPS (H.265 §7.3.2.2) up to the VUI and read its
+/// aspect ratio and timing.
+fn hevc_sps_vui(r: &mut BitReader, max_sub: u32, info: &mut VideoInfo) -> Option<()> {
+    r.ue()?; // bit_depth_luma_minus8
+    r.ue()?; // bit_depth_chroma_minus8
+    let log2_max_poc_lsb = r.ue()?.checked_add(4)?;
+    if log2_max_poc_lsb > 16 {
+        return None;
+    }
+    let all = r.flag()?;
+    for _ in (if all { 0 } else { max_sub })..=max_sub {
+        r.ue()?;
+        r.ue()?;
+        r.ue()?;
+    }
+    for _ in 0..6 {
+        r.ue()?; // coding/transform block sizes and hierarchy depths
+    }
+    if r.flag()? && r.flag()? {
+        // scaling_list_data()
+        for size_id in 0..4u32 {
+            let step = if size_id == 3 { 3 } else { 1 };
+            for _ in (0..6).step_by(step) {
+                if !r.flag()? {
+                    r.ue()?;
+                } else {
+                    let coefs = 64.min(1u32 << (4 + (size_id << 1)));
+                    if size_id > 1 {
+                        r.se()?;
+                    }
+                    for _ in 0..coefs {
+                        r.se()?;
+                    }
+                }
+            }
+        }
+    }
+    r.skip(2)?; // amp, sample_adaptive_offset
+    if r.flag()? {
+        // pcm: bit depths, sizes, loop filter flag
+        r.skip(8)?;
+        r.ue()?;
+        r.ue()?;
+        r.skip(1)?;
+    }
+    let num_sets = r.ue()?;
+    if num_sets > 64 {
+        return None;
+    }
+    let mut num_delta_pocs = [0u32; 65];
+    for idx in 0..num_sets as usize {
+        let inter = idx != 0 && r.flag()?;
+        let count = if inter {
+            r.skip(1)?; // delta_rps_sign
+            r.ue()?; // abs_delta_rps_minus1
+            let reference = *num_delta_pocs.get(idx - 1)?;
+            let mut n = 0;
+            for _ in 0..=reference {
+                let used = r.flag()?;
+                let use_delta = used || r.flag()?;
+                if use_delta {
+                    n += 1;
+                }
+            }
+            n
+        } else {
+            let neg = r.ue()?;
+            let pos = r.ue()?;
+            if neg > 16 || pos > 16 {
+                return None;
+            }
+            for _ in 0..neg + pos {
+                r.ue()?;
+                r.skip(1)?;
+            }
+            neg + pos
+        };
+        *num_delta_pocs.get_mut(idx)? = count;
+    }
+    if r.flag()? {
+        let n = r.ue()?;
+        if n > 32 {
+            return None;
+        }
+        for _ in 0..n {
+            r.skip(log2_max_poc_lsb as usize + 1)?;
+        }
+    }
+    r.skip(2)?; // temporal_mvp, strong_intra_smoothing
+    if !r.flag()? {
+        return Some(());
+    }
+    // vui_parameters()
+    if r.flag()? {
+        let idc = r.bits(8)?;
+        if idc == 255 {
+            let (w, h) = (r.bits(16)?, r.bits(16)?);
+            if w != 0 && h != 0 {
+                let g = gcd(w, h);
+                info.aspect = Some((w / g, h / g));
+            }
+        } else if let Some(&(w, h)) = H264_SAR.get(idc as usize)
+            && w != 0
+        {
+            info.aspect = Some((w, h));
+        }
+    }
+    if r.flag()? {
+        r.skip(1)?;
+    }
+    if r.flag()? {
+        r.skip(4)?;
+        if r.flag()? {
+            r.skip(24)?;
+        }
+    }
+    if r.flag()? {
+        r.ue()?;
+        r.ue()?;
+    }
+    r.skip(3)?; // neutral_chroma, field_seq, frame_field_info
+    if r.flag()? {
+        for _ in 0..4 {
+            r.ue()?;
+        }
+    }
+    if r.flag()? {
+        let units = u64::from(r.bits(32)?);
+        let scale = u64::from(r.bits(32)?);
+        info.frame_rate = reduce(scale, units);
+    }
+    Some(())
 }
 
 /// The frame rate from an HEVC VPS's timing info, when present.
