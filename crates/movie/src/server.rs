@@ -278,11 +278,14 @@ async fn run_session(
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut shutting_down: Option<TokioInstant> = None;
     let mut next_summary = TokioInstant::now();
+    // Control packets are rare (about one per member per second), so the
+    // Session List entry is refreshed after each, and every 500 ms.
+    let mut heard = false;
     loop {
         while let Some(t) = session.poll_transmit() {
             send(&sockets, &t).await;
         }
-        let mut changed = false;
+        let mut changed = std::mem::take(&mut heard);
         while let Some(event) = session.poll_event() {
             tracing::debug!(?event, "session event");
             changed = true;
@@ -317,6 +320,7 @@ async fn run_session(
                     Ok((len, from)) => {
                         let data = buf.get(..len).unwrap_or_default();
                         session.handle_datagram(TokioInstant::now().into_std(), from, data);
+                        heard = true;
                     }
                     Err(e) => tracing::debug!(error = %e, "receive error"),
                 }
