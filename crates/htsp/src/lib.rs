@@ -7,3 +7,4 @@
 //! must never let one connection's behaviour stall another's.
 
 pub mod wire;
+pub mod session;
