@@ -1,0 +1,292 @@
+//! One scenario per test: str0m test peers on 127.0.0.1 talking to a real Sfu.
+
+use std::time::Duration;
+
+use rtc::testpeer::{Loss, TestPeer, TestPeerConfig};
+use rtc::{
+    Config, Error, Kind, Layer, ParticipantRef, PeerEvent, PublishOptions, Sfu, SfuEvent,
+    SubscribeOptions,
+};
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn sfu() -> (Sfu, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let config = Config {
+        port_base: 0,
+        workers: 1,
+        host_addresses: vec!["127.0.0.1".parse().unwrap()],
+        keyframe_interval_ms: 200,
+        ..Config::default()
+    };
+    (Sfu::start(config, shutdown.clone()).unwrap(), shutdown)
+}
+
+fn who(id: &str) -> ParticipantRef {
+    ParticipantRef {
+        id: id.into(),
+        username: id.into(),
+    }
+}
+
+fn light() -> TestPeerConfig {
+    TestPeerConfig {
+        video_bitrate: 300_000,
+        ..TestPeerConfig::default()
+    }
+}
+
+/// Publishes and waits until the stream is announced; returns the publisher.
+async fn publish(sfu: &Sfu, room: &str, cfg: TestPeerConfig) -> (TestPeer, rtc::Publication) {
+    let mut events = sfu.events();
+    let (peer, offer) = TestPeer::publisher(cfg).await.unwrap();
+    let publication = sfu
+        .publish(
+            room,
+            who("alice"),
+            offer,
+            PublishOptions {
+                label: "camera".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    peer.accept_answer(&publication.answer_sdp).await.unwrap();
+    let added = tokio::time::timeout(LIMIT, async {
+        loop {
+            match events.recv().await {
+                Ok(SfuEvent::StreamAdded { stream, .. }) if stream.id == publication.id => {
+                    return stream;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("stream announced");
+    assert_eq!(added.label, "camera");
+    assert_eq!(added.owner.id, "alice");
+    (peer, publication)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn galene_style_subscriber_gets_both_tracks_starting_with_a_keyframe() {
+    let (sfu, _stop) = sfu();
+    let (publisher, publication) = publish(&sfu, "room", light()).await;
+
+    let streams = sfu.streams("room");
+    assert_eq!(streams.len(), 1);
+    let s = &streams[0];
+    assert_eq!(s.track(Kind::Audio).unwrap().codec, "opus");
+    assert_eq!(s.track(Kind::Video).unwrap().codec, "vp8");
+    assert!(publication.answer_sdp.contains("a=candidate:"));
+    assert!(publication.answer_sdp.contains("a=ice-lite"));
+
+    // Let the publisher's first keyframe pass: the join keyframe must be asked for.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests_before = publisher.report().keyframe_requests_received;
+
+    let sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&publication.id))
+        .await
+        .unwrap();
+    assert!(sub.sdp.contains("a=sendonly"), "server offers send-only m-lines");
+    assert!(sub.sdp.contains("a=candidate:"), "host candidates inside the SDP");
+    assert!(sub.sdp.contains("VP8/90000") && sub.sdp.contains("opus/48000"));
+    assert!(sub.sdp.contains("rtx/90000"), "RTX offered so NACKs can be served");
+    assert_eq!(sub.msid, publication.id);
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
+        .await
+        .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= 20 && r.audio_frames >= 20)
+            .await,
+        "receiver got {:?}",
+        receiver.report()
+    );
+    let r = receiver.report();
+    assert_eq!(r.first_video_keyframe, Some(true), "first forwarded frame is a keyframe");
+    assert!(publisher.report().keyframe_requests_received > requests_before);
+    assert!(sfu.stats(&sub.id).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owt_style_subscriber_recovers_downstream_loss_with_nack() {
+    let (sfu, _stop) = sfu();
+    let (_publisher, publication) = publish(&sfu, "room", light()).await;
+
+    let cfg = TestPeerConfig {
+        drop_incoming: Loss { every: 15, max: 40 },
+        ..light()
+    };
+    let (receiver, offer) = TestPeer::receiver_offering(cfg).await.unwrap();
+    let sub = sfu
+        .subscribe_with_offer("room", who("bob"), offer, SubscribeOptions::both(&publication.id))
+        .await
+        .unwrap();
+    assert!(sub.sdp.contains("a=candidate:"));
+    receiver.accept_answer(&sub.sdp).await.unwrap();
+
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= 90 && r.rtp_dropped >= 10)
+            .await,
+        "receiver got {:?}",
+        receiver.report()
+    );
+    let r = receiver.report();
+    assert!(r.nacks > 0, "receiver NACKed: {r:?}");
+    assert_eq!(r.video_frames_missing, 0, "every lost packet was retransmitted: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_loss_is_repaired_before_forwarding() {
+    let (sfu, _stop) = sfu();
+    let cfg = TestPeerConfig {
+        drop_outgoing: Loss { every: 20, max: 30 },
+        ..light()
+    };
+    let (publisher, publication) = publish(&sfu, "room", cfg).await;
+    let sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&publication.id))
+        .await
+        .unwrap();
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
+        .await
+        .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= 90)
+            .await
+    );
+    assert!(publisher.report().rtp_dropped > 0);
+    assert!(publisher.report().nacks > 0, "the SFU NACKed the publisher");
+    assert_eq!(receiver.report().video_frames_missing, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_low_then_high() {
+    let (sfu, _stop) = sfu();
+    let cfg = TestPeerConfig {
+        simulcast: vec!["h".into(), "l".into()],
+        audio: false,
+        ..light()
+    };
+    let (_publisher, publication) = publish(&sfu, "room", cfg).await;
+    let info = sfu.stream("room", &publication.id).unwrap();
+    assert_eq!(info.track(Kind::Video).unwrap().simulcast_rids, vec!["h", "l"]);
+
+    let opts = SubscribeOptions {
+        video_from: Some(publication.id.clone()),
+        layer: Layer::Low,
+        ..Default::default()
+    };
+    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
+    let (receiver, answer) = TestPeer::receiver_answering(
+        &sub.sdp,
+        TestPeerConfig {
+            audio: false,
+            ..light()
+        },
+    )
+    .await
+    .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= 10 && r.video_encoding == Some(1))
+            .await,
+        "low layer: {:?}",
+        receiver.report()
+    );
+    sfu.set_layer(&sub.id, Layer::High).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_encoding == Some(0))
+            .await,
+        "high layer: {:?}",
+        receiver.report()
+    );
+    let r = receiver.report();
+    assert_eq!(r.video_gaps, 0, "switch happened on a keyframe: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_publication_ends_its_subscriptions() {
+    let (sfu, _stop) = sfu();
+    let (_publisher, publication) = publish(&sfu, "room", light()).await;
+    let mut sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&publication.id))
+        .await
+        .unwrap();
+    let mut events = sfu.events();
+    sfu.close(&publication.id).await;
+    let ev = tokio::time::timeout(LIMIT, async {
+        loop {
+            match sub.events.recv().await {
+                Some(PeerEvent::Failed(reason)) => return reason,
+                Some(_) => {}
+                None => panic!("events ended without failure"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ev, "source stream loss");
+    let removed = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Ok(SfuEvent::StreamRemoved { id, .. }) = events.recv().await {
+                return id;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(removed, publication.id);
+    assert!(sfu.streams("room").is_empty());
+    assert!(matches!(
+        sfu.remote_answer(&sub.id, String::new()).await,
+        Err(Error::NoSuchPeer(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_reason() {
+    let (sfu, _stop) = sfu();
+    let err = sfu
+        .publish("room", who("a"), "not sdp".into(), PublishOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Sdp(_)), "{err}");
+
+    let (_peer, offer) = TestPeer::publisher(light()).await.unwrap();
+    let err = sfu
+        .publish(
+            "room",
+            who("a"),
+            offer,
+            PublishOptions {
+                codecs: vec!["g722".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoCodec), "{err}");
+
+    let err = sfu
+        .subscribe("room", who("b"), SubscribeOptions::both("nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "stream nope does not exist");
+
+    let err = sfu.add_ice_candidate("nope", "candidate:1 1 udp 1 1.2.3.4 5 typ host").await;
+    assert!(matches!(err, Err(Error::NoSuchPeer(_))));
+}
