@@ -199,3 +199,96 @@ fn multi_program_demux_lists_both() {
         }
     )));
 }
+
+#[test]
+fn psi_packets_continue_the_shared_stream_counters() {
+    let mut r = SptsRemuxer::new(1);
+    let mut out = RemuxOutput::new();
+    TsAligner::new().push(&CH1[..188 * 2000], &mut |p: &Packet| r.push(p, &mut out));
+    let last_cc = |pid: u16, data: &[u8]| {
+        data.chunks(188)
+            .map(|p| PacketHeader::parse(p.try_into().unwrap()))
+            .filter(|h| h.pid == pid)
+            .last()
+            .map(|h| h.continuity_counter)
+    };
+    let mut prefix = Vec::new();
+    r.psi_packets(&mut prefix);
+    // A reader that starts with `prefix` and then gets the next shared
+    // packets sees PAT/PMT counters that repeat once, then continue.
+    assert_eq!(last_cc(0, &prefix), last_cc(0, &out.data));
+    assert_eq!(last_cc(0x1000, &prefix), last_cc(0x1000, &out.data));
+    out.clear();
+    TsAligner::new().push(&CH1[188 * 2000..], &mut |p: &Packet| r.push(p, &mut out));
+    let next_pat = out
+        .data
+        .chunks(188)
+        .map(|p| PacketHeader::parse(p.try_into().unwrap()))
+        .find(|h| h.pid == 0)
+        .unwrap();
+    assert_eq!(
+        next_pat.continuity_counter,
+        (last_cc(0, &prefix).unwrap() + 1) & 15
+    );
+}
+
+#[test]
+fn pmt_change_is_followed() {
+    use media::psi::{PmtStream, packetize_section};
+    // Program 1 first with one audio PID, then a new PMT version adds video.
+    let pat = Pat {
+        transport_stream_id: 9,
+        version: 0,
+        programs: vec![(1, 0x100)],
+        nit_pid: None,
+    }
+    .build();
+    let mut pmt = Pmt {
+        program_number: 1,
+        version: 0,
+        pcr_pid: 0x101,
+        program_info: vec![],
+        streams: vec![PmtStream {
+            stream_type: 0x0f,
+            pid: 0x101,
+            descriptors: vec![],
+        }],
+    };
+    let mut input = Vec::new();
+    let (mut c0, mut c1) = (0, 0);
+    packetize_section(0, &pat, &mut c0, &mut input);
+    packetize_section(0x100, &pmt.build(), &mut c1, &mut input);
+    let es = |pid: u16, cc: u8| {
+        let mut p = [0xffu8; 188];
+        media::ts::write_header(&mut p, pid, false, cc);
+        p
+    };
+    input.extend_from_slice(&es(0x101, 0));
+    input.extend_from_slice(&es(0x102, 0));
+    pmt.version = 1;
+    pmt.streams.push(PmtStream {
+        stream_type: 0x1b,
+        pid: 0x102,
+        descriptors: vec![],
+    });
+    packetize_section(0x100, &pmt.build(), &mut c1, &mut input);
+    input.extend_from_slice(&es(0x102, 1));
+    let (out, r) = remux(&input, 1, RemuxOptions::default());
+    assert!(out.pmt_changed);
+    assert_eq!(r.pmt().unwrap().version, 1);
+    let p = pids(&out.data);
+    // 0x102 is dropped before the PMT lists it, forwarded after.
+    assert_eq!(p, vec![0, 0x100, 0x101, 0, 0x100, 0x102]);
+    // The demuxer reports the new programme.
+    let mut d = Demuxer::new();
+    let mut ev = Vec::new();
+    d.push(&input, &mut ev);
+    let lists: Vec<usize> = ev
+        .iter()
+        .filter_map(|e| match e {
+            DemuxEvent::Programs(p) => Some(p[0].tracks.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lists, vec![1, 2]);
+}
