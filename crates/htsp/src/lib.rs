@@ -8,3 +8,5 @@
 
 pub mod wire;
 pub mod session;
+pub mod queue;
+pub mod streaming;
