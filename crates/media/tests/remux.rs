@@ -208,8 +208,7 @@ fn psi_packets_continue_the_shared_stream_counters() {
     let last_cc = |pid: u16, data: &[u8]| {
         data.chunks(188)
             .map(|p| PacketHeader::parse(p.try_into().unwrap()))
-            .filter(|h| h.pid == pid)
-            .last()
+            .rfind(|h| h.pid == pid)
             .map(|h| h.continuity_counter)
     };
     let mut prefix = Vec::new();
