@@ -521,10 +521,10 @@ pub enum ControlAction {
     /// Close the data connection of this token and wait until it is closed
     /// before carrying out the next action (§8.4).
     CloseData(u32),
-    /// From now on, send SERVICES notifications with this request id
-    /// (replaces any earlier subscription, §11.3). The snapshot RESULT was
-    /// the action just before.
-    Subscribe { request: u64 },
+    /// From now on, send SERVICES notifications with this request id,
+    /// relative to `snapshot` (replaces any earlier subscription, §11.3).
+    /// The snapshot's RESULT was the action just before.
+    Subscribe { request: u64, snapshot: Vec<ServiceInfo> },
     /// Close the connection after what was sent before.
     Close,
 }
@@ -634,14 +634,13 @@ impl ControlSession {
                 if !roles.service_list {
                     return send(Message::error(request, ErrorUri::InvalidRole));
                 }
-                let snapshot = Message::Result {
-                    request,
-                    args: catalog.services().iter().map(ServiceInfo::to_value).collect(),
-                };
-                if snapshot.to_bytes().len() > registry.limits.max_sent_message {
+                let services = catalog.services();
+                let answer =
+                    Message::Result { request, args: services.iter().map(ServiceInfo::to_value).collect() };
+                if answer.to_bytes().len() > registry.limits.max_sent_message {
                     return send(Message::error(request, ErrorUri::LimitExceeded));
                 }
-                vec![ControlAction::Send(snapshot), ControlAction::Subscribe { request }]
+                vec![ControlAction::Send(answer), ControlAction::Subscribe { request, snapshot: services }]
             }
             Err(m) => match (m.code, m.request) {
                 // HELLO and the server's own messages are out of place however
