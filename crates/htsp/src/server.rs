@@ -158,6 +158,7 @@ pub async fn serve(listener: TcpListener, ctx: HtspContext, shutdown: Cancellati
             continue;
         };
         let _ = stream.set_nodelay(true);
+        limit_send_buffer(&stream);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("htsp", %peer, user = tracing::field::Empty);
@@ -665,6 +666,32 @@ impl Backend for YardBackend {
         Ok(Box::new(RecordingFile {
             file: std::fs::File::open(path)?,
         }))
+    }
+}
+
+/// Bytes the kernel may hold for a connection. Kept modest so that a client
+/// that stops reading fills *our* queue, where the drop policy (§8.5) and
+/// `queueStatus` see it, rather than hiding megabytes of stale video in
+/// socket buffers.
+const SEND_BUFFER: libc::c_int = 128 * 1024;
+
+fn limit_send_buffer(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let v: libc::c_int = SEND_BUFFER;
+    // SAFETY: `fd` is an open socket owned by `stream`; the option value is
+    // a c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("could not limit the socket send buffer");
     }
 }
 
