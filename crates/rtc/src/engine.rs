@@ -43,10 +43,23 @@ struct Packet {
 }
 
 enum Action {
-    Forward { from: String, data: MediaData },
-    Keyframe { publisher: String, mid: Mid, rid: Option<Rid> },
-    SubscriberConnected { id: String },
-    End { id: String, failed: bool, reason: String },
+    Forward {
+        from: String,
+        data: Box<MediaData>,
+    },
+    Keyframe {
+        publisher: String,
+        mid: Mid,
+        rid: Option<Rid>,
+    },
+    SubscriberConnected {
+        id: String,
+    },
+    End {
+        id: String,
+        failed: bool,
+        reason: String,
+    },
 }
 
 struct Peer {
@@ -276,14 +289,14 @@ impl Engine {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                    self.actions.push_back(Action::End {
-                        id: id.clone(),
-                        failed: true,
-                        reason: format!("media error: {e}"),
-                    });
-                }
+            if let Some(peer) = self.peers.get_mut(&id)
+                && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
+            {
+                self.actions.push_back(Action::End {
+                    id: id.clone(),
+                    failed: true,
+                    reason: format!("media error: {e}"),
+                });
             }
             self.drain(&id);
         }
@@ -328,7 +341,13 @@ impl Engine {
                     return;
                 }
                 Output::Transmit(t) => {
-                    send(&self.sockets, &self.local_addrs, t.source, t.destination, &t.contents);
+                    send(
+                        &self.sockets,
+                        &self.local_addrs,
+                        t.source,
+                        t.destination,
+                        &t.contents,
+                    );
                 }
                 Output::Event(ev) => {
                     handle_event(
@@ -463,9 +482,13 @@ impl Engine {
         // Let str0m say goodbye (DTLS close) if it has something to send.
         for _ in 0..16 {
             match peer.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    send(&self.sockets, &self.local_addrs, t.source, t.destination, &t.contents)
-                }
+                Ok(Output::Transmit(t)) => send(
+                    &self.sockets,
+                    &self.local_addrs,
+                    t.source,
+                    t.destination,
+                    &t.contents,
+                ),
                 Ok(Output::Event(_)) => {}
                 _ => break,
             }
@@ -559,7 +582,9 @@ impl Engine {
         }
 
         if now.saturating_duration_since(self.last_second) >= Duration::from_secs(1) {
-            let secs = now.saturating_duration_since(self.last_second).as_secs_f64();
+            let secs = now
+                .saturating_duration_since(self.last_second)
+                .as_secs_f64();
             self.last_second = now;
             self.each_second(secs, now);
         }
@@ -581,9 +606,13 @@ impl Engine {
         let room = peer.room.clone();
         if first {
             let _ = peer.events.send(PeerEvent::Ready);
-            let _ = self.events.send(SfuEvent::StreamAdded { room, stream: info });
+            let _ = self
+                .events
+                .send(SfuEvent::StreamAdded { room, stream: info });
         } else {
-            let _ = self.events.send(SfuEvent::StreamUpdated { room, stream: info });
+            let _ = self
+                .events
+                .send(SfuEvent::StreamUpdated { room, stream: info });
         }
     }
 
@@ -610,12 +639,20 @@ impl Engine {
                 Role::Publisher(_) => "publication",
                 Role::Subscriber(_) => "subscription",
             };
-            let labels = [("room", peer.room.clone()), ("peer", id.clone()), ("role", role.to_string())];
-            metrics::gauge!("switchyard_rtc_peer_bitrate_in_bps", &labels).set(peer.stats.bitrate_in as f64);
-            metrics::gauge!("switchyard_rtc_peer_bitrate_out_bps", &labels).set(peer.stats.bitrate_out as f64);
-            metrics::gauge!("switchyard_rtc_peer_loss_ratio", &labels).set(f64::from(peer.stats.loss));
+            let labels = [
+                ("room", peer.room.clone()),
+                ("peer", id.clone()),
+                ("role", role.to_string()),
+            ];
+            metrics::gauge!("switchyard_rtc_peer_bitrate_in_bps", &labels)
+                .set(peer.stats.bitrate_in as f64);
+            metrics::gauge!("switchyard_rtc_peer_bitrate_out_bps", &labels)
+                .set(peer.stats.bitrate_out as f64);
+            metrics::gauge!("switchyard_rtc_peer_loss_ratio", &labels)
+                .set(f64::from(peer.stats.loss));
             if let Some(rtt) = peer.stats.rtt_ms {
-                metrics::gauge!("switchyard_rtc_peer_rtt_seconds", &labels).set(f64::from(rtt) / 1000.0);
+                metrics::gauge!("switchyard_rtc_peer_rtt_seconds", &labels)
+                    .set(f64::from(rtt) / 1000.0);
             }
             let Role::Subscriber(s) = &mut peer.role else {
                 self.directory.put_stats(id, peer.stats.clone());
@@ -627,7 +664,10 @@ impl Engine {
                 if t.kind != Kind::Video {
                     continue;
                 }
-                let r = rates.get(&(t.source.clone(), t.source_mid)).cloned().unwrap_or_default();
+                let r = rates
+                    .get(&(t.source.clone(), t.source_mid))
+                    .cloned()
+                    .unwrap_or_default();
                 desired = desired.max(r.first().copied().unwrap_or(0));
                 if !t.rids.is_empty() {
                     let want = choose_encoding(&s.layer, &t.rids, &r, t.current, s.bwe);
@@ -642,7 +682,9 @@ impl Engine {
             if desired > 0 {
                 // Let the estimator probe toward the best encoding with headroom.
                 let want = desired.saturating_add(desired / 4).max(300_000);
-                peer.rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::bps(want));
+                peer.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::kbps(100), Bitrate::bps(want));
             }
             self.directory.put_stats(id, peer.stats.clone());
         }
@@ -817,7 +859,10 @@ impl Engine {
         let mut tracks = Vec::new();
         let mut params = Vec::new();
         let mut msid = None;
-        for (kind, from) in [(Kind::Audio, &opts.audio_from), (Kind::Video, &opts.video_from)] {
+        for (kind, from) in [
+            (Kind::Audio, &opts.audio_from),
+            (Kind::Video, &opts.video_from),
+        ] {
             let Some(from) = from else { continue };
             let src = match self.peers.get(from) {
                 Some(Peer {
@@ -837,7 +882,10 @@ impl Engine {
             };
             let spec = up_params.spec();
             if !opts.codecs.is_empty()
-                && !opts.codecs.iter().any(|c| c.eq_ignore_ascii_case(codec_name(spec.codec)))
+                && !opts
+                    .codecs
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(codec_name(spec.codec)))
             {
                 return Err(Error::NoCodec);
             }
@@ -909,10 +957,9 @@ impl Engine {
                 role: Role::Publisher(p),
                 ..
             }) = self.peers.get_mut(&t.source)
+                && !p.subscribers.contains(&id)
             {
-                if !p.subscribers.contains(&id) {
-                    p.subscribers.push(id.clone());
-                }
+                p.subscribers.push(id.clone());
             }
         }
         let peer = Peer {
@@ -1055,29 +1102,46 @@ impl Engine {
                 }
                 if !paused && kind == Kind::Video {
                     for t in p.tracks.iter().filter(|t| t.kind == Kind::Video) {
-                        for (i, _) in t.rids.iter().enumerate().chain(std::iter::once((0, &String::new()))) {
+                        for (i, _) in t
+                            .rids
+                            .iter()
+                            .enumerate()
+                            .chain(std::iter::once((0, &String::new())))
+                        {
                             keyframes.push((id.to_string(), t.mid, rid_of(&t.rids, i)));
                         }
                     }
                     // Subscribers must restart at the keyframe.
                     let subs = p.subscribers.clone();
                     for sid in subs {
-                        if let Some(Peer { role: Role::Subscriber(s), .. }) = self.peers.get_mut(&sid) {
-                            for t in s.tracks.iter_mut().filter(|t| t.source == id && t.kind == Kind::Video) {
+                        if let Some(Peer {
+                            role: Role::Subscriber(s),
+                            ..
+                        }) = self.peers.get_mut(&sid)
+                        {
+                            for t in s
+                                .tracks
+                                .iter_mut()
+                                .filter(|t| t.source == id && t.kind == Kind::Video)
+                            {
                                 t.need_keyframe = true;
                             }
                         }
                     }
                 }
-                if let Some(Peer { role: Role::Publisher(p), room, .. }) = self.peers.get(id) {
-                    if p.ready {
-                        let info = stream_info(id, room, p);
-                        self.directory.put_stream(info.clone());
-                        let _ = self.events.send(SfuEvent::StreamUpdated {
-                            room: room.clone(),
-                            stream: info,
-                        });
-                    }
+                if let Some(Peer {
+                    role: Role::Publisher(p),
+                    room,
+                    ..
+                }) = self.peers.get(id)
+                    && p.ready
+                {
+                    let info = stream_info(id, room, p);
+                    self.directory.put_stream(info.clone());
+                    let _ = self.events.send(SfuEvent::StreamUpdated {
+                        room: room.clone(),
+                        stream: info,
+                    });
                 }
             }
             Role::Subscriber(s) => {
@@ -1189,17 +1253,15 @@ fn handle_event(
     _directory: &Directory,
 ) {
     match ev {
-        Event::Connected => {
-            if !peer.connected {
-                peer.connected = true;
-                let _ = peer.events.send(PeerEvent::Connected);
-                let _ = events.send(SfuEvent::PeerConnected {
-                    room: peer.room.clone(),
-                    id: id.to_string(),
-                });
-                if matches!(peer.role, Role::Subscriber(_)) {
-                    actions.push_back(Action::SubscriberConnected { id: id.to_string() });
-                }
+        Event::Connected if !peer.connected => {
+            peer.connected = true;
+            let _ = peer.events.send(PeerEvent::Connected);
+            let _ = events.send(SfuEvent::PeerConnected {
+                room: peer.room.clone(),
+                id: id.to_string(),
+            });
+            if matches!(peer.role, Role::Subscriber(_)) {
+                actions.push_back(Action::SubscriberConnected { id: id.to_string() });
             }
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -1223,7 +1285,11 @@ fn handle_event(
                     let n = rids.len().max(1);
                     p.tracks.push(UpTrack {
                         mid: m.mid,
-                        kind: if m.kind == MediaKind::Audio { Kind::Audio } else { Kind::Video },
+                        kind: if m.kind == MediaKind::Audio {
+                            Kind::Audio
+                        } else {
+                            Kind::Video
+                        },
                         rids,
                         params: None,
                         limiters: HashMap::new(),
@@ -1233,8 +1299,16 @@ fn handle_event(
                 }
             }
             Role::Subscriber(s) => {
-                let kind = if m.kind == MediaKind::Audio { Kind::Audio } else { Kind::Video };
-                if let Some(t) = s.tracks.iter_mut().find(|t| t.kind == kind && t.mid.is_none()) {
+                let kind = if m.kind == MediaKind::Audio {
+                    Kind::Audio
+                } else {
+                    Kind::Video
+                };
+                if let Some(t) = s
+                    .tracks
+                    .iter_mut()
+                    .find(|t| t.kind == kind && t.mid.is_none())
+                {
                     t.mid = Some(m.mid);
                 }
             }
@@ -1245,15 +1319,15 @@ fn handle_event(
             }
         }
         Event::KeyframeRequest(req) => {
-            if let Role::Subscriber(s) = &peer.role {
-                if let Some(t) = s.tracks.iter().find(|t| t.mid == Some(req.mid)) {
-                    peer.stats.keyframe_requests = peer.stats.keyframe_requests.saturating_add(1);
-                    actions.push_back(Action::Keyframe {
-                        publisher: t.source.clone(),
-                        mid: t.source_mid,
-                        rid: rid_of(&t.rids, t.current.unwrap_or(t.target)),
-                    });
-                }
+            if let Role::Subscriber(s) = &peer.role
+                && let Some(t) = s.tracks.iter().find(|t| t.mid == Some(req.mid))
+            {
+                peer.stats.keyframe_requests = peer.stats.keyframe_requests.saturating_add(1);
+                actions.push_back(Action::Keyframe {
+                    publisher: t.source.clone(),
+                    mid: t.source_mid,
+                    rid: rid_of(&t.rids, t.current.unwrap_or(t.target)),
+                });
             }
         }
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
@@ -1351,7 +1425,7 @@ fn media_in(id: &str, p: &mut Publisher, d: MediaData, actions: &mut VecDeque<Ac
     if !paused && p.ready && !p.subscribers.is_empty() {
         actions.push_back(Action::Forward {
             from: id.to_string(),
-            data: d,
+            data: Box::new(d),
         });
     }
 }
@@ -1417,7 +1491,9 @@ fn write_frame(peer: &mut Peer, from: &str, data: &MediaData) -> Option<Kind> {
             Kind::Audio => u64::from(data.time.denom() / 50),
         };
         let out = t.timeline.map(data.time.numer(), step);
-        let Some(writer) = rtc.writer(mid) else { continue };
+        let Some(writer) = rtc.writer(mid) else {
+            continue;
+        };
         let time = MediaTime::new(out, data.time.frequency());
         match writer.write(pt, data.network_time, time, data.data.clone()) {
             Ok(()) => wrote = Some(t.kind),

@@ -142,7 +142,10 @@ mod tests {
         assert_eq!(l.deadline(), Some(t0 + Duration::from_millis(500)));
         assert!(!l.poll(t0 + Duration::from_millis(400)));
         assert!(l.poll(t0 + Duration::from_millis(500)));
-        assert!(!l.poll(t0 + Duration::from_millis(600)), "deferred request sent once");
+        assert!(
+            !l.poll(t0 + Duration::from_millis(600)),
+            "deferred request sent once"
+        );
         assert!(l.request(t0 + Duration::from_millis(1001)));
     }
 

@@ -278,14 +278,30 @@ pub type PeerEvents = mpsc::UnboundedReceiver<PeerEvent>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuEvent {
     /// A publication is ready (media arrived on all its tracks).
-    StreamAdded { room: String, stream: StreamInfo },
+    StreamAdded {
+        room: String,
+        stream: StreamInfo,
+    },
     /// A publication changed (pause/resume of a kind, simulcast rids appeared).
-    StreamUpdated { room: String, stream: StreamInfo },
+    StreamUpdated {
+        room: String,
+        stream: StreamInfo,
+    },
     /// A publication ended; its subscriptions are closed with
     /// `PeerEvent::Failed("source stream loss")`.
-    StreamRemoved { room: String, id: String },
-    PeerConnected { room: String, id: String },
-    PeerFailed { room: String, id: String, reason: String },
+    StreamRemoved {
+        room: String,
+        id: String,
+    },
+    PeerConnected {
+        room: String,
+        id: String,
+    },
+    PeerFailed {
+        room: String,
+        id: String,
+        reason: String,
+    },
 }
 
 /// A publication accepted by the SFU.

@@ -159,7 +159,11 @@ impl TestPeer {
         let sender = Sender {
             audio,
             video,
-            rids: cfg.simulcast.iter().map(|r| Rid::from(r.as_str())).collect(),
+            rids: cfg
+                .simulcast
+                .iter()
+                .map(|r| Rid::from(r.as_str()))
+                .collect(),
             frame: 0,
             audio_frame: 0,
             next_video: now,
@@ -265,7 +269,7 @@ fn should_drop(loss: &Loss, counter: &mut u64, dropped: &mut u64) -> bool {
         return false;
     }
     *counter += 1;
-    if *counter % u64::from(loss.every) == 0 {
+    if (*counter).is_multiple_of(u64::from(loss.every)) {
         *dropped += 1;
         return true;
     }
@@ -296,7 +300,11 @@ impl Client {
                 Ok(Output::Timeout(t)) => return t,
                 Ok(Output::Transmit(t)) => {
                     if is_rtp(&t.contents)
-                        && should_drop(&self.cfg.drop_outgoing, &mut self.out_count, &mut self.out_dropped)
+                        && should_drop(
+                            &self.cfg.drop_outgoing,
+                            &mut self.out_count,
+                            &mut self.out_dropped,
+                        )
                     {
                         self.report.lock().rtp_dropped += 1;
                         continue;
@@ -439,7 +447,9 @@ fn record(r: &mut Report, d: &str0m::media::MediaData, last: &mut Option<(u8, u3
         (enc, u32::from_be_bytes(n), u64::from_be_bytes(t))
     });
     if let Some((_, _, sent)) = parsed {
-        let now = Instant::now().saturating_duration_since(epoch()).as_micros() as u64;
+        let now = Instant::now()
+            .saturating_duration_since(epoch())
+            .as_micros() as u64;
         if r.delays_us.len() < 200_000 {
             r.delays_us.push(now.saturating_sub(sent));
         }
@@ -458,10 +468,11 @@ fn record(r: &mut Report, d: &str0m::media::MediaData, last: &mut Option<(u8, u3
         r.video_gaps += 1;
     }
     if let Some((enc, n, _)) = parsed {
-        if let Some((le, ln)) = *last {
-            if le == enc && n > ln {
-                r.video_frames_missing += u64::from(n - ln - 1);
-            }
+        if let Some((le, ln)) = *last
+            && le == enc
+            && n > ln
+        {
+            r.video_frames_missing += u64::from(n - ln - 1);
         }
         *last = Some((enc, n));
         r.video_encoding = Some(enc);
@@ -483,7 +494,9 @@ fn frame_bytes(len: usize, key: bool, audio: bool, enc: u8, n: u64) -> Vec<u8> {
     }
     v[BODY] = enc;
     v[BODY + 1..BODY + 5].copy_from_slice(&(n as u32).to_be_bytes());
-    let now = Instant::now().saturating_duration_since(epoch()).as_micros() as u64;
+    let now = Instant::now()
+        .saturating_duration_since(epoch())
+        .as_micros() as u64;
     v[BODY + 5..BODY + 13].copy_from_slice(&now.to_be_bytes());
     v
 }
@@ -495,7 +508,9 @@ fn send_video(c: &mut Client, s: &mut Sender, now: Instant) {
     if s.next_video < now {
         s.next_video = now;
     }
-    let key = s.force_keyframe || s.frame % u64::from(c.cfg.keyframe_every.max(1)) == 0;
+    let key = s.force_keyframe
+        || s.frame
+            .is_multiple_of(u64::from(c.cfg.keyframe_every.max(1)));
     s.force_keyframe = false;
     let time = MediaTime::from_90khz(s.frame * 90_000 / u64::from(fps));
     let encodings: Vec<Option<Rid>> = if s.rids.is_empty() {
@@ -532,7 +547,10 @@ fn send_audio(c: &mut Client, s: &mut Sender, now: Instant) {
     if s.next_audio < now {
         s.next_audio = now;
     }
-    let time = MediaTime::new(s.audio_frame * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+    let time = MediaTime::new(
+        s.audio_frame * 960,
+        str0m::media::Frequency::FORTY_EIGHT_KHZ,
+    );
     let data = frame_bytes(80, false, true, 0, s.audio_frame);
     s.audio_frame += 1;
     let Some(w) = c.rtc.writer(mid) else { return };

@@ -12,8 +12,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Config, Error, Kind, Layer, ParticipantRef, PeerEvent, PeerStats, PublishOptions,
-    SfuEvent, StreamInfo, SubscribeOptions, TapFrame,
+    Config, Error, Kind, Layer, ParticipantRef, PeerEvent, PeerStats, PublishOptions, SfuEvent,
+    StreamInfo, SubscribeOptions, TapFrame,
 };
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -209,7 +209,10 @@ pub(crate) fn spawn(
         let s = std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
         s.set_nonblocking(true)
             .map_err(|source| Error::Bind { addr, source })?;
-        local_addrs.push(s.local_addr().map_err(|source| Error::Bind { addr, source })?);
+        local_addrs.push(
+            s.local_addr()
+                .map_err(|source| Error::Bind { addr, source })?,
+        );
         sockets.push(s);
     }
     let (tx, rx) = mpsc::unbounded_channel::<Command>();

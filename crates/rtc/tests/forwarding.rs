@@ -93,10 +93,19 @@ async fn galene_style_subscriber_gets_both_tracks_starting_with_a_keyframe() {
         .subscribe("room", who("bob"), SubscribeOptions::both(&publication.id))
         .await
         .unwrap();
-    assert!(sub.sdp.contains("a=sendonly"), "server offers send-only m-lines");
-    assert!(sub.sdp.contains("a=candidate:"), "host candidates inside the SDP");
+    assert!(
+        sub.sdp.contains("a=sendonly"),
+        "server offers send-only m-lines"
+    );
+    assert!(
+        sub.sdp.contains("a=candidate:"),
+        "host candidates inside the SDP"
+    );
     assert!(sub.sdp.contains("VP8/90000") && sub.sdp.contains("opus/48000"));
-    assert!(sub.sdp.contains("rtx/90000"), "RTX offered so NACKs can be served");
+    assert!(
+        sub.sdp.contains("rtx/90000"),
+        "RTX offered so NACKs can be served"
+    );
     assert_eq!(sub.msid, publication.id);
     let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
         .await
@@ -111,7 +120,11 @@ async fn galene_style_subscriber_gets_both_tracks_starting_with_a_keyframe() {
         receiver.report()
     );
     let r = receiver.report();
-    assert_eq!(r.first_video_keyframe, Some(true), "first forwarded frame is a keyframe");
+    assert_eq!(
+        r.first_video_keyframe,
+        Some(true),
+        "first forwarded frame is a keyframe"
+    );
     assert!(publisher.report().keyframe_requests_received > requests_before);
     assert!(sfu.stats(&sub.id).is_some());
 }
@@ -127,7 +140,12 @@ async fn owt_style_subscriber_recovers_downstream_loss_with_nack() {
     };
     let (receiver, offer) = TestPeer::receiver_offering(cfg).await.unwrap();
     let sub = sfu
-        .subscribe_with_offer("room", who("bob"), offer, SubscribeOptions::both(&publication.id))
+        .subscribe_with_offer(
+            "room",
+            who("bob"),
+            offer,
+            SubscribeOptions::both(&publication.id),
+        )
         .await
         .unwrap();
     assert!(sub.sdp.contains("a=candidate:"));
@@ -142,7 +160,10 @@ async fn owt_style_subscriber_recovers_downstream_loss_with_nack() {
     );
     let r = receiver.report();
     assert!(r.nacks > 0, "receiver NACKed: {r:?}");
-    assert_eq!(r.video_frames_missing, 0, "every lost packet was retransmitted: {r:?}");
+    assert_eq!(
+        r.video_frames_missing, 0,
+        "every lost packet was retransmitted: {r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,11 +182,7 @@ async fn upstream_loss_is_repaired_before_forwarding() {
         .await
         .unwrap();
     sfu.remote_answer(&sub.id, answer).await.unwrap();
-    assert!(
-        receiver
-            .wait_for(LIMIT, |r| r.video_frames >= 90)
-            .await
-    );
+    assert!(receiver.wait_for(LIMIT, |r| r.video_frames >= 90).await);
     assert!(publisher.report().rtp_dropped > 0);
     assert!(publisher.report().nacks > 0, "the SFU NACKed the publisher");
     assert_eq!(receiver.report().video_frames_missing, 0);
@@ -181,7 +198,10 @@ async fn simulcast_low_then_high() {
     };
     let (_publisher, publication) = publish(&sfu, "room", cfg).await;
     let info = sfu.stream("room", &publication.id).unwrap();
-    assert_eq!(info.track(Kind::Video).unwrap().simulcast_rids, vec!["h", "l"]);
+    assert_eq!(
+        info.track(Kind::Video).unwrap().simulcast_rids,
+        vec!["h", "l"]
+    );
 
     let opts = SubscribeOptions {
         video_from: Some(publication.id.clone()),
@@ -201,7 +221,8 @@ async fn simulcast_low_then_high() {
     sfu.remote_answer(&sub.id, answer).await.unwrap();
     assert!(
         receiver
-            .wait_for(LIMIT, |r| r.video_frames >= 10 && r.video_encoding == Some(1))
+            .wait_for(LIMIT, |r| r.video_frames >= 10
+                && r.video_encoding == Some(1))
             .await,
         "low layer: {:?}",
         receiver.report()
@@ -261,7 +282,12 @@ async fn closing_a_publication_ends_its_subscriptions() {
 async fn bad_requests_are_refused_with_a_reason() {
     let (sfu, _stop) = sfu();
     let err = sfu
-        .publish("room", who("a"), "not sdp".into(), PublishOptions::default())
+        .publish(
+            "room",
+            who("a"),
+            "not sdp".into(),
+            PublishOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Sdp(_)), "{err}");
@@ -287,6 +313,8 @@ async fn bad_requests_are_refused_with_a_reason() {
         .unwrap_err();
     assert_eq!(err.to_string(), "stream nope does not exist");
 
-    let err = sfu.add_ice_candidate("nope", "candidate:1 1 udp 1 1.2.3.4 5 typ host").await;
+    let err = sfu
+        .add_ice_candidate("nope", "candidate:1 1 udp 1 1.2.3.4 5 typ host")
+        .await;
     assert!(matches!(err, Err(Error::NoSuchPeer(_))));
 }
