@@ -349,4 +349,19 @@ mod tests {
         assert!(r.video_frames_received > 0, "{r:?}");
         assert!(r.delay_p99_ms >= r.delay_p50_ms);
     }
+
+    /// Manual run: `cargo test -p switchyard-rtc --features loadtest -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn print_figures() {
+        let cfg = super::LoadConfig {
+            duration: std::time::Duration::from_secs(5),
+            workers: 1,
+            ..Default::default()
+        };
+        let r = super::fan_out(20, &cfg).await.unwrap();
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        let r = super::rooms(3, &cfg).await.unwrap();
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    }
 }

@@ -318,3 +318,74 @@ async fn bad_requests_are_refused_with_a_reason() {
         .await;
     assert!(matches!(err, Err(Error::NoSuchPeer(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_tap_gets_whole_frames_and_a_keyframe() {
+    let (sfu, _stop) = sfu();
+    let (_publisher, publication) = publish(&sfu, "room", light()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tap = sfu.tap(&publication.id, 256).await.unwrap();
+    let mut saw_key = false;
+    let mut audio = 0;
+    tokio::time::timeout(LIMIT, async {
+        while !(saw_key && audio > 5) {
+            let f = tap.recv().await.expect("tap open");
+            match f.kind {
+                Kind::Video => {
+                    assert_eq!(f.codec, "vp8");
+                    assert_eq!(f.clock_rate, 90_000);
+                    saw_key |= f.keyframe;
+                }
+                Kind::Audio => {
+                    assert_eq!(f.codec, "opus");
+                    audio += 1;
+                }
+            }
+        }
+    })
+    .await
+    .expect("tap delivered a keyframe and audio");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_video_stops_and_resumes_on_a_keyframe() {
+    let (sfu, _stop) = sfu();
+    let (_publisher, publication) = publish(&sfu, "room", light()).await;
+    let sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&publication.id))
+        .await
+        .unwrap();
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
+        .await
+        .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(receiver.wait_for(LIMIT, |r| r.video_frames >= 10).await);
+
+    sfu.set_paused(&publication.id, Kind::Video, true)
+        .await
+        .unwrap();
+    assert!(sfu.stream("room", &publication.id).unwrap().video_paused);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = receiver.report();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = receiver.report();
+    assert_eq!(
+        during.video_frames, before.video_frames,
+        "no video while paused"
+    );
+    assert!(
+        during.audio_frames > before.audio_frames,
+        "audio keeps flowing"
+    );
+
+    sfu.set_paused(&publication.id, Kind::Video, false)
+        .await
+        .unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_keyframes > during.video_keyframes
+                && r.video_frames > during.video_frames + 5)
+            .await
+    );
+    assert_eq!(receiver.report().video_gaps, 0);
+}
