@@ -132,6 +132,12 @@ pub async fn drive<S: DatagramSocket>(
     }
 }
 
+/// The line the leader prints so that people can join (§8.5):
+/// `session 192.0.2.1:40001`, `session [2001:db8::1]:40001`.
+pub fn session_line(addr: SocketAddr) -> String {
+    format!("session {addr}")
+}
+
 /// Resolves `HOST[:PORT]`, `IP`, `IP:PORT` or `[IPv6]:PORT`.
 pub async fn resolve(target: &str, default_port: Option<u16>) -> Result<SocketAddr, CliError> {
     if let Ok(addr) = target.parse::<SocketAddr>() {
@@ -526,7 +532,7 @@ async fn run_cli(
     let quit_on_error = tx.clone();
     let session = drive(sock, session, &mut rx, |s, event| match event {
         ClientEvent::SessionReady(addr) => {
-            println!("session {addr}");
+            println!("{}", session_line(addr));
             let _ = io::stdout().flush();
         }
         ClientEvent::Registered => tracing::debug!("registered"),
@@ -694,5 +700,82 @@ fn spawn_keyboard(
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "no keyboard control");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c28_session_line_is_host_colon_port() {
+        assert_eq!(
+            session_line("192.0.2.1:40001".parse().unwrap()),
+            "session 192.0.2.1:40001"
+        );
+        assert_eq!(
+            session_line("[2001:db8::1]:40001".parse().unwrap()),
+            "session [2001:db8::1]:40001"
+        );
+    }
+
+    #[test]
+    fn intervals_parse_with_units() {
+        assert_eq!(parse_interval("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_interval("20000"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_interval("0.02s"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_interval("500us"), Ok(Duration::from_micros(500)));
+        assert!(parse_interval("fast").is_err());
+        assert!(parse_interval("20h").is_err());
+        assert!(parse_interval("99999s").is_err());
+    }
+
+    #[test]
+    fn movie_selector_reads_ids_and_names() {
+        assert_eq!("3".parse::<MovieSelector>().unwrap(), MovieSelector::Id(3));
+        assert_eq!(
+            "sintel.ts".parse::<MovieSelector>().unwrap(),
+            MovieSelector::Name("sintel.ts".into())
+        );
+    }
+
+    #[test]
+    fn output_names_from_the_server_stay_in_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            output_path_for("../../etc/passwd", dir.path()),
+            dir.path().join("_.._etc_passwd")
+        );
+        assert_eq!(output_path_for("..", dir.path()), dir.path().join("movie"));
+        std::fs::write(dir.path().join("a.ts"), b"x").unwrap();
+        assert_eq!(
+            output_path_for("a.ts", dir.path()),
+            dir.path().join("a.ts.1")
+        );
+    }
+
+    #[tokio::test]
+    async fn resolve_accepts_the_usual_forms() {
+        assert_eq!(
+            resolve("127.0.0.1", Some(31107)).await.unwrap(),
+            "127.0.0.1:31107".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("127.0.0.1:4000", None).await.unwrap(),
+            "127.0.0.1:4000".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("[::1]:4000", None).await.unwrap(),
+            "[::1]:4000".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("::1", Some(31107)).await.unwrap(),
+            "[::1]:31107".parse().unwrap()
+        );
+        assert_eq!(resolve("localhost:4000", None).await.unwrap().port(), 4000);
+        assert!(matches!(
+            resolve("127.0.0.1", None).await,
+            Err(CliError::NoPort(_))
+        ));
     }
 }

@@ -115,7 +115,7 @@ pub async fn serve_on(
         .map(UdpSocket::local_addr)
         .collect::<io::Result<_>>()?;
     tracing::info!(listen = ?locals, "movie server listening");
-    let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
+    let sockets = PortSockets::new(sockets);
     let mut ports = SocketPorts {
         ips: locals.iter().map(SocketAddr::ip).collect(),
         p0: locals.first().map_or(0, SocketAddr::port),
@@ -190,9 +190,9 @@ async fn sleep_until_opt(deadline: Option<TokioInstant>) {
 }
 
 /// Receives from whichever socket has a datagram.
-async fn recv_any(sockets: &[Arc<UdpSocket>], buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+async fn recv_any(sockets: &PortSockets, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     std::future::poll_fn(|cx| {
-        for s in sockets {
+        for (s, _) in &sockets.0 {
             let mut rb = ReadBuf::new(buf);
             if let Poll::Ready(r) = s.poll_recv_from(cx, &mut rb) {
                 return Poll::Ready(r.map(|from| (rb.filled().len(), from)));
@@ -203,15 +203,31 @@ async fn recv_any(sockets: &[Arc<UdpSocket>], buf: &mut [u8]) -> io::Result<(usi
     .await
 }
 
-fn socket_for(sockets: &[Arc<UdpSocket>], to: SocketAddr) -> Option<&Arc<UdpSocket>> {
-    sockets
-        .iter()
-        .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == to.is_ipv4()))
-        .or_else(|| sockets.first())
+/// The sockets of one port (P0 or a session's Ps), one per address, with
+/// their family noted once so that sending costs no extra system call.
+struct PortSockets(Vec<(UdpSocket, bool)>);
+
+impl PortSockets {
+    fn new(sockets: Vec<UdpSocket>) -> Self {
+        PortSockets(
+            sockets
+                .into_iter()
+                .map(|s| {
+                    let v4 = s.local_addr().map_or(true, |a| a.is_ipv4());
+                    (s, v4)
+                })
+                .collect(),
+        )
+    }
+
+    fn for_peer(&self, to: SocketAddr) -> Option<&UdpSocket> {
+        let same = self.0.iter().find(|(_, v4)| *v4 == to.is_ipv4());
+        same.or_else(|| self.0.first()).map(|(s, _)| s)
+    }
 }
 
-async fn send(sockets: &[Arc<UdpSocket>], t: &Transmit) {
-    let Some(sock) = socket_for(sockets, t.to) else {
+async fn send(sockets: &PortSockets, t: &Transmit) {
+    let Some(sock) = sockets.for_peer(t.to) else {
         return;
     };
     let result = match sock.try_send_to(&t.payload, t.to) {
@@ -225,7 +241,7 @@ async fn send(sockets: &[Arc<UdpSocket>], t: &Transmit) {
     }
 }
 
-async fn flush_p0(sockets: &[Arc<UdpSocket>], negotiator: &mut Negotiator) {
+async fn flush_p0(sockets: &PortSockets, negotiator: &mut Negotiator) {
     while let Some(t) = negotiator.poll_transmit() {
         send(sockets, &t).await;
     }
@@ -253,13 +269,7 @@ fn start_session(
     tracing::info!(parent: &span, "session created");
     tasks.spawn(
         async move {
-            run_session(
-                session,
-                sockets.into_iter().map(Arc::new).collect(),
-                &summaries,
-                shutdown,
-            )
-            .await;
+            run_session(session, PortSockets::new(sockets), &summaries, shutdown).await;
             let _ = closed.send(port);
         }
         .instrument(span),
@@ -271,7 +281,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run_session(
     mut session: ServerSession,
-    sockets: Vec<Arc<UdpSocket>>,
+    sockets: PortSockets,
     summaries: &Mutex<HashMap<u16, SessionEntry>>,
     shutdown: CancellationToken,
 ) {
