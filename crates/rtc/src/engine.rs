@@ -767,7 +767,7 @@ impl Engine {
             .set_stats_interval(Some(Duration::from_secs(1)));
         *cfg.codec_config() = codecs;
         if bwe {
-            cfg = cfg.enable_bwe(Some(Bitrate::kbps(1000)));
+            cfg = cfg.enable_bwe(Some(Bitrate::kbps(3000)));
         }
         let mut rtc = cfg.build(now);
         for addr in &self.local_addrs {
@@ -912,8 +912,11 @@ impl Engine {
             return Err(Error::NoSuchStream(String::new()));
         }
         let msid = msid.unwrap_or_else(|| id.clone());
-        let has_video = tracks.iter().any(|t| t.kind == Kind::Video);
-        let mut rtc = self.new_rtc(now, CodecConfig::new_from_payload_params(params), has_video);
+        // Bandwidth estimation paces sending to its estimate, which only pays off
+        // when there is a lower encoding to fall back to; single-encoding streams
+        // are forwarded unpaced for the lowest delay.
+        let simulcast = tracks.iter().any(|t| t.kind == Kind::Video && t.rids.len() > 1);
+        let mut rtc = self.new_rtc(now, CodecConfig::new_from_payload_params(params), simulcast);
         let mut pending_offer = None;
         let sdp = match offer_sdp {
             Some(offer) => {
