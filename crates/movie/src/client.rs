@@ -88,6 +88,12 @@ pub async fn drive<S: DatagramSocket>(
 ) -> ClientSession {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut commands_open = true;
+    // One timer, moved only when the deadline changes: a member receives a
+    // datagram every few milliseconds and re-arming a timer for each would
+    // cost more than handling the datagram.
+    let timer = tokio::time::sleep_until(TokioInstant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<TokioInstant> = None;
     loop {
         while let Some(t) = session.poll_transmit() {
             if let Err(e) = sock.send_to(&t.payload, t.to).await {
@@ -101,6 +107,12 @@ pub async fn drive<S: DatagramSocket>(
             return session;
         }
         let deadline = session.poll_timeout().map(TokioInstant::from_std);
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         tokio::select! {
             received = sock.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
@@ -122,12 +134,10 @@ pub async fn drive<S: DatagramSocket>(
                     Some(Command::Quit) => session.quit(now),
                 }
             }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => session.handle_timeout(TokioInstant::now().into_std()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                session.handle_timeout(TokioInstant::now().into_std());
+            }
         }
     }
 }

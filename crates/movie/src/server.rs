@@ -291,6 +291,13 @@ async fn run_session(
     // Control packets are rare (about one per member per second), so the
     // Session List entry is refreshed after each, and every 500 ms.
     let mut heard = false;
+    // The session wakes once per chunk interval; one timer moved only when
+    // the deadline changes, and one cancellation future, keep that cheap.
+    let timer = tokio::time::sleep_until(TokioInstant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<TokioInstant> = None;
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         while let Some(t) = session.poll_transmit() {
             send(&sockets, &t).await;
@@ -320,8 +327,14 @@ async fn run_session(
             break;
         }
         let deadline = session.poll_timeout().map(TokioInstant::from_std);
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         tokio::select! {
-            _ = shutdown.cancelled(), if shutting_down.is_none() => {
+            _ = &mut cancelled, if shutting_down.is_none() => {
                 session.shutdown(now.into_std());
                 shutting_down = Some(now + SHUTDOWN_GRACE);
             }
@@ -335,7 +348,10 @@ async fn run_session(
                     Err(e) => tracing::debug!(error = %e, "receive error"),
                 }
             }
-            _ = sleep_until_opt(deadline) => session.handle_timeout(TokioInstant::now().into_std()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                session.handle_timeout(TokioInstant::now().into_std());
+            }
             _ = sleep_until_opt(shutting_down) => {}
         }
     }
