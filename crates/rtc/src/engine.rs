@@ -915,7 +915,9 @@ impl Engine {
         // Bandwidth estimation paces sending to its estimate, which only pays off
         // when there is a lower encoding to fall back to; single-encoding streams
         // are forwarded unpaced for the lowest delay.
-        let simulcast = tracks.iter().any(|t| t.kind == Kind::Video && t.rids.len() > 1);
+        let simulcast = tracks
+            .iter()
+            .any(|t| t.kind == Kind::Video && t.rids.len() > 1);
         let mut rtc = self.new_rtc(now, CodecConfig::new_from_payload_params(params), simulcast);
         let mut pending_offer = None;
         let sdp = match offer_sdp {

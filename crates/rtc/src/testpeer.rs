@@ -20,9 +20,6 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-/// Offset of the synthetic fields in every frame.
-const BODY: usize = 10;
-
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -49,6 +46,8 @@ pub struct TestPeerConfig {
     pub simulcast: Vec<String>,
     pub drop_incoming: Loss,
     pub drop_outgoing: Loss,
+    /// Publish H.264 (Annex B, constrained baseline) instead of VP8.
+    pub h264: bool,
 }
 
 impl Default for TestPeerConfig {
@@ -62,6 +61,7 @@ impl Default for TestPeerConfig {
             simulcast: Vec::new(),
             drop_incoming: Loss::default(),
             drop_outgoing: Loss::default(),
+            h264: false,
         }
     }
 }
@@ -437,15 +437,7 @@ async fn run(
 
 fn record(r: &mut Report, d: &str0m::media::MediaData, last: &mut Option<(u8, u32)>) {
     r.bytes_received += d.data.len() as u64;
-    let body = d.data.get(BODY..BODY + 13);
-    let parsed = body.map(|b| {
-        let enc = b.first().copied().unwrap_or(0);
-        let mut n = [0u8; 4];
-        n.copy_from_slice(b.get(1..5).unwrap_or(&[0; 4]));
-        let mut t = [0u8; 8];
-        t.copy_from_slice(b.get(5..13).unwrap_or(&[0; 8]));
-        (enc, u32::from_be_bytes(n), u64::from_be_bytes(t))
-    });
+    let parsed = parse_tail(&d.data);
     if let Some((_, _, sent)) = parsed {
         let now = Instant::now()
             .saturating_duration_since(epoch())
@@ -479,26 +471,48 @@ fn record(r: &mut Report, d: &str0m::media::MediaData, last: &mut Option<(u8, u3
     }
 }
 
-fn frame_bytes(len: usize, key: bool, audio: bool, enc: u8, n: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len.max(BODY + 13)];
-    if audio {
-        v[0] = 0xfc;
-    } else {
+/// The synthetic fields, as ASCII hex at the end of every frame so that no codec
+/// framing (H.264 start codes!) can be imitated: encoding (2), frame number (8),
+/// send time in microseconds (16).
+const TAIL: usize = 26;
+
+fn parse_tail(data: &[u8]) -> Option<(u8, u32, u64)> {
+    let start = data.len().checked_sub(TAIL)?;
+    let tail = std::str::from_utf8(data.get(start..)?).ok()?;
+    let enc = u8::from_str_radix(tail.get(0..2)?, 16).ok()?;
+    let n = u32::from_str_radix(tail.get(2..10)?, 16).ok()?;
+    let t = u64::from_str_radix(tail.get(10..26)?, 16).ok()?;
+    Some((enc, n, t))
+}
+
+fn frame_bytes(len: usize, key: bool, media: Media, enc: u8, n: u64) -> Vec<u8> {
+    let mut v: Vec<u8> = match (media, key) {
+        (Media::Opus, _) => vec![0xfc],
         // VP8 frame tag: bit 0 clear = keyframe (what str0m's depacketizer reads),
-        // then the keyframe start code.
-        v[0] = if key { 0x10 } else { 0x11 };
-        if key {
-            v[3..6].copy_from_slice(&[0x9d, 0x01, 0x2a]);
-            v[6..10].copy_from_slice(&[0x80, 0x02, 0xe0, 0x01]);
-        }
-    }
-    v[BODY] = enc;
-    v[BODY + 1..BODY + 5].copy_from_slice(&(n as u32).to_be_bytes());
+        // then the keyframe start code and a 640x480 size.
+        (Media::Vp8, true) => vec![0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01],
+        (Media::Vp8, false) => vec![0x11, 0, 0],
+        // Annex B: SPS, PPS and an IDR slice; or a non-IDR slice.
+        (Media::H264, true) => vec![
+            0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0xaa, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 0,
+            1, 0x65, 0x88,
+        ],
+        (Media::H264, false) => vec![0, 0, 0, 1, 0x41, 0x9a],
+    };
+    let fill = len.saturating_sub(v.len() + TAIL);
+    v.extend(std::iter::repeat_n(0xaa, fill));
     let now = Instant::now()
         .saturating_duration_since(epoch())
         .as_micros() as u64;
-    v[BODY + 5..BODY + 13].copy_from_slice(&now.to_be_bytes());
+    v.extend(format!("{enc:02x}{:08x}{now:016x}", n as u32).into_bytes());
     v
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Media {
+    Opus,
+    Vp8,
+    H264,
 }
 
 fn send_video(c: &mut Client, s: &mut Sender, now: Instant) {
@@ -519,13 +533,19 @@ fn send_video(c: &mut Client, s: &mut Sender, now: Instant) {
         s.rids.iter().copied().map(Some).collect()
     };
     let mut size = (c.cfg.video_bitrate / 8 / u64::from(fps)) as usize;
+    let want = if c.cfg.h264 {
+        str0m::format::Codec::H264
+    } else {
+        str0m::format::Codec::Vp8
+    };
     for (i, rid) in encodings.into_iter().enumerate() {
         let len = if key { size * 3 } else { size };
-        let data = frame_bytes(len, key, false, i as u8, s.frame);
+        let media = if c.cfg.h264 { Media::H264 } else { Media::Vp8 };
+        let data = frame_bytes(len, key, media, i as u8, s.frame);
         let Some(w) = c.rtc.writer(mid) else { return };
         let pt = w
             .payload_params()
-            .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+            .find(|p| p.spec().codec == want)
             .map(|p| p.pt());
         let Some(pt) = pt else { return };
         let w = match rid {
@@ -551,7 +571,7 @@ fn send_audio(c: &mut Client, s: &mut Sender, now: Instant) {
         s.audio_frame * 960,
         str0m::media::Frequency::FORTY_EIGHT_KHZ,
     );
-    let data = frame_bytes(80, false, true, 0, s.audio_frame);
+    let data = frame_bytes(80, false, Media::Opus, 0, s.audio_frame);
     s.audio_frame += 1;
     let Some(w) = c.rtc.writer(mid) else { return };
     let pt = w

@@ -389,3 +389,45 @@ async fn paused_video_stops_and_resumes_on_a_keyframe() {
     );
     assert_eq!(receiver.report().video_gaps, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_with_the_publishers_profile() {
+    let (sfu, _stop) = sfu();
+    let cfg = TestPeerConfig {
+        h264: true,
+        ..light()
+    };
+    let (_publisher, publication) = publish(&sfu, "room", cfg).await;
+    let info = sfu.stream("room", &publication.id).unwrap();
+    let video = info.track(Kind::Video).unwrap();
+    assert_eq!(video.codec, "h264");
+    let profile = video.profile.clone().expect("profile-level-id");
+
+    let (receiver, offer) = TestPeer::receiver_offering(light()).await.unwrap();
+    let sub = sfu
+        .subscribe_with_offer(
+            "room",
+            who("bob"),
+            offer,
+            SubscribeOptions::both(&publication.id),
+        )
+        .await
+        .unwrap();
+    assert!(sub.sdp.contains("H264/90000"));
+    assert!(
+        !sub.sdp.contains("VP8/90000"),
+        "only the publisher's codec is offered"
+    );
+    assert!(sub.sdp.contains(&format!("profile-level-id={profile}")));
+    receiver.accept_answer(&sub.sdp).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= 20 && r.audio_frames >= 20)
+            .await,
+        "{:?}",
+        receiver.report()
+    );
+    let r = receiver.report();
+    assert_eq!(r.first_video_keyframe, Some(true));
+    assert_eq!(r.video_frames_missing, 0);
+}
