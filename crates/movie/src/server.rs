@@ -90,12 +90,17 @@ pub fn bind_listen(addrs: &[SocketAddr]) -> Result<Vec<UdpSocket>, Error> {
 }
 
 /// Runs the movie server until `shutdown` is cancelled; sessions then get
-/// Stream End SHUTDOWN before this returns.
+/// Stream End SHUTDOWN before this returns. Returns at once when
+/// `config.enabled` is false.
 pub async fn serve(
     config: Config,
     library: MovieLibrary,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    if !config.enabled {
+        tracing::info!("movie protocol disabled");
+        return Ok(());
+    }
     config.validate()?;
     let sockets = bind_listen(&config.listen)?;
     serve_on(sockets, config, library, shutdown).await

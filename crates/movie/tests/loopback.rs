@@ -539,3 +539,49 @@ async fn list_shows_sessions_and_the_leader_prints_its_address() {
     );
     assert_eq!(e.state, wire::SessionState::Registration);
 }
+
+#[tokio::test]
+async fn members_may_use_either_address_family() {
+    // P0 on 127.0.0.1 and [::1] under one port number, as with the default
+    // [::]:31107 plus 0.0.0.0:31107.
+    let mut sockets = None;
+    for _ in 0..20 {
+        let v4 = server::bind_listen(&["127.0.0.1:0".parse().unwrap()])
+            .unwrap()
+            .pop()
+            .unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if let Ok(mut v6) =
+            server::bind_listen(&[SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))])
+        {
+            sockets = Some(vec![v4, v6.pop().unwrap()]);
+            break;
+        }
+    }
+    let sockets = sockets.expect("a port free on both families");
+    let p0 = sockets[0].local_addr().unwrap();
+    let mut library = MovieLibrary::new();
+    let movie = movie_bytes(300 * 1316, 5);
+    library.add_embedded("m.bin", Bytes::from(movie.clone()));
+    let stop = CancellationToken::new();
+    tokio::spawn(server::serve_on(sockets, quick(), library, stop.clone()));
+    let mut l = spawn(udp().await, leader_role(p0, MovieSelector::First));
+    let v4 = session_addr(&mut l).await;
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v4.port()));
+    let m = spawn(
+        UdpSocket::bind("[::1]:0").await.unwrap(),
+        Role::Member { session: v6 },
+    );
+    let joined = wait_for(&mut l, |e| match e {
+        ClientEvent::MemberJoined { member, .. } => Some(*member),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined, Some(m.addr), "the leader sees the IPv6 endpoint");
+    for r in [l, m] {
+        let (s, file) = finish(r).await;
+        assert_eq!(s.outcome(), Some(&Outcome::Complete));
+        assert!(file == movie);
+    }
+    stop.cancel();
+}
