@@ -1,1 +1,16 @@
-//! placeholder
+//! Switchyard's Galène front end: the JSON-over-WebSocket signalling of Galène
+//! (protocol version "2"), its group files and tokens, and the HTTP endpoints
+//! Galène clients read (`/group/NAME/.status`, `/public-groups.json`).
+//!
+//! A Galène group is a [`yard::room::Room`], shared with the OWT portal; media
+//! goes through the shared [`rtc::Sfu`]. `wire` and `session` are sans-IO;
+//! only `server` touches sockets and the clock. This crate must never let a
+//! client's input panic the process, affect another client's connection, or
+//! grant more than the group file, token or an operator granted.
+
+pub mod groups;
+pub mod wire;
+pub mod session;
+pub mod server;
+
+pub use server::{Config, Error, GaleneState, router};
