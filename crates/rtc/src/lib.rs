@@ -21,9 +21,24 @@
 //!   - Galène style, server offers: [`Sfu::subscribe`] returns an offer, the front end
 //!     relays the client's answer with [`Sfu::remote_answer`];
 //!   - OWT style, client offers: [`Sfu::subscribe_with_offer`] returns the answer.
+//! * A new offer on an existing peer (renegotiation, client ICE restart) goes to
+//!   [`Sfu::remote_offer`] on the same id, NOT close + publish: the browser keeps
+//!   its PeerConnection, so the DTLS identity must stay. A server-side ICE restart
+//!   of a server-offered subscription is [`Sfu::ice_restart`].
 //! * Room-level happenings (a stream became ready, went away) arrive on
 //!   [`Sfu::events`]; per-peer happenings (connected, failed) on the
 //!   [`PeerEvents`] receiver returned with each publication or subscription.
+//! * Ids: publication ids may be chosen by the front end (Galène) or generated
+//!   (OWT); subscription ids are always generated. Both share one namespace.
+//!
+//! # Metrics
+//!
+//! `switchyard_rtc_peers` (gauge), `switchyard_rtc_forwarded_frames_total{kind}`,
+//! `switchyard_rtc_keyframe_requests_total`, `switchyard_rtc_tap_dropped_total`,
+//! `switchyard_rtc_unrouted_datagrams_total`, `switchyard_rtc_send_errors_total`,
+//! and per peer (labels `room`, `peer`, `role`), refreshed every second:
+//! `switchyard_rtc_peer_bitrate_in_bps`, `switchyard_rtc_peer_bitrate_out_bps`,
+//! `switchyard_rtc_peer_loss_ratio`, `switchyard_rtc_peer_rtt_seconds`.
 //!
 //! # Forwarding design (why str0m's frame API)
 //!
@@ -44,7 +59,19 @@
 //! (`video-low`) the last. A switch waits for a keyframe on the target encoding
 //! (requested at once), so the subscriber never sees a half picture. In
 //! [`Layer::Auto`] the worker moves down when the subscriber's bandwidth estimate
-//! (TWCC) falls below the high layer's rate and up again when it recovers.
+//! (TWCC, or REMB) falls below the high layer's rate and up again with 25 %
+//! headroom. Bandwidth estimation is switched on only for subscriptions to a
+//! simulcast stream: str0m paces sending to its estimate, which adds delay and
+//! buys nothing when there is no lower encoding to fall back to.
+//!
+//! # Keyframes
+//!
+//! A subscriber's first video frame is always a keyframe: when its connection
+//! comes up the publisher is asked for one (PLI, or FIR if that is all it
+//! negotiated), and delta frames are held back until it arrives. Subscribers'
+//! PLI/FIR, gaps the NACKs could not repair, layer switches, resumes and recording
+//! taps ask too; all requests to one encoding go through a limiter
+//! ([`Config::keyframe_interval_ms`]) that defers rather than drops.
 
 #![forbid(unsafe_code)]
 

@@ -289,3 +289,41 @@ pub(crate) fn parse_candidate_text(text: &str) -> Result<Option<String>, Error> 
     }
     Ok(Some(inner.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_candidate_text;
+    use proptest::prelude::*;
+
+    #[test]
+    fn candidate_forms() {
+        let line = "candidate:1 1 udp 2122260223 192.0.2.10 54321 typ host";
+        let json = format!(r#"{{"candidate":"{line}","sdpMid":"0","sdpMLineIndex":0}}"#);
+        assert_eq!(parse_candidate_text(&json).unwrap().as_deref(), Some(line));
+        assert_eq!(parse_candidate_text(line).unwrap().as_deref(), Some(line));
+        let owt = format!("a={line}");
+        assert_eq!(parse_candidate_text(&owt).unwrap().as_deref(), Some(line));
+        assert_eq!(parse_candidate_text(r#"{"candidate":""}"#).unwrap(), None);
+        assert_eq!(parse_candidate_text(r#"{"candidate":null}"#).unwrap(), None);
+        assert_eq!(parse_candidate_text("").unwrap(), None);
+        let err = parse_candidate_text("hello").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad ICE candidate: not a candidate line: hello"
+        );
+        assert!(parse_candidate_text(r#"{"candidate":5}"#).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_never_panics(s in ".*") {
+            let _ = parse_candidate_text(&s);
+        }
+
+        #[test]
+        fn any_json_object_never_panics(c in ".*", mid in ".*") {
+            let v = serde_json::json!({"candidate": c, "sdpMid": mid});
+            let _ = parse_candidate_text(&v.to_string());
+        }
+    }
+}

@@ -431,3 +431,22 @@ async fn h264_is_forwarded_with_the_publishers_profile() {
     assert_eq!(r.first_video_keyframe, Some(true));
     assert_eq!(r.video_frames_missing, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_peer() {
+    let (sfu, stop) = sfu();
+    let (_publisher, mut publication) = publish(&sfu, "room", light()).await;
+    stop.cancel();
+    let ended = tokio::time::timeout(LIMIT, async {
+        loop {
+            match publication.events.recv().await {
+                Some(PeerEvent::Closed(reason)) => return reason,
+                Some(_) => {}
+                None => panic!("no close event"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended, "shutdown");
+}
