@@ -313,9 +313,13 @@ async fn run_session(
             changed = true;
         }
         if session.is_closed() {
+            let pacing = session.pacing();
             tracing::info!(
                 data_packets = session.data_packets_sent(),
                 discarded = session.discards.total(),
+                chunks = pacing.chunks,
+                mean_late_us = pacing.mean_late().as_micros() as u64,
+                max_late_us = pacing.max_late.as_micros() as u64,
                 "session closed"
             );
             break;

@@ -691,6 +691,25 @@ pub struct ServerSession {
     events: VecDeque<SessionEvent>,
     pub discards: DiscardCounts,
     chunks_sent: u64,
+    pacing: Pacing,
+}
+
+/// How late chunks went out compared with their due times (§7.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pacing {
+    pub chunks: u64,
+    pub max_late: Duration,
+    pub total_late: Duration,
+}
+
+impl Pacing {
+    pub fn mean_late(&self) -> Duration {
+        match u32::try_from(self.chunks) {
+            Ok(0) => Duration::ZERO,
+            Ok(n) => self.total_late / n,
+            Err(_) => Duration::ZERO,
+        }
+    }
 }
 
 impl ServerSession {
@@ -751,6 +770,7 @@ impl ServerSession {
             events: VecDeque::new(),
             discards: DiscardCounts::default(),
             chunks_sent: 0,
+            pacing: Pacing::default(),
         }
     }
 
@@ -779,6 +799,11 @@ impl ServerSession {
 
     pub fn members(&self) -> usize {
         self.peers.iter().filter(|p| p.is_member()).count()
+    }
+
+    /// How late chunks were sent, so far.
+    pub fn pacing(&self) -> Pacing {
+        self.pacing
     }
 
     /// Movie Data datagrams handed out (one per member per chunk).
@@ -1613,6 +1638,12 @@ impl ServerSession {
                     return self.start_ending(now, EndReason::Error);
                 }
             };
+            let late = now.saturating_duration_since(s.due(k));
+            self.pacing.chunks += 1;
+            self.pacing.max_late = self.pacing.max_late.max(late);
+            self.pacing.total_late = self.pacing.total_late.saturating_add(late);
+            metrics::histogram!("switchyard_movie_pacing_lateness_seconds")
+                .record(late.as_secs_f64());
             let payload = PsPacket::MovieData { seq: k, data }.encode();
             let mut n = 0u64;
             for p in self

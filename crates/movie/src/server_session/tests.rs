@@ -944,33 +944,66 @@ fn c18_c20_every_chunk_once_in_order_then_stream_end_complete() {
 
 #[test]
 fn c19_pacing_follows_t0_plus_k_interval_without_drift() {
-    let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
-        ..test_config()
-    });
+    let movies = vec![
+        movies()[0].clone(),
+        Movie::in_memory("sintel.ts", movie_bytes(3_000 * 1316, 2)),
+    ];
+    let mut r = streaming_with(
+        Config {
+            member_timeout_ms: 3_600_000,
+            ..test_config()
+        },
+        movies,
+    );
     let t0 = r.now;
     // Wake the session late by a varying amount each time, as a busy
-    // runtime would: every chunk still goes out at (or right after) its due
-    // time, never earlier, and the error does not accumulate.
+    // runtime would, with a 15 ms stall now and then: every chunk still
+    // goes out at or after its due time, those held up by a stall go out
+    // together as soon as it ends, and the error never accumulates.
     let mut sent_at = Vec::new();
-    for i in 0..11u64 {
-        let due = r.s.poll_timeout().unwrap();
-        r.now = due + Duration::from_micros(i * 731 % 3_000);
+    for i in 0..100_000u64 {
+        let Some(due) = r.s.poll_timeout() else { break };
+        let late = if i % 500 == 499 {
+            15_000
+        } else {
+            i * 731 % 3_000
+        };
+        r.now = due + Duration::from_micros(late);
         r.s.handle_timeout(r.now);
         for (who, p) in r.drain() {
             if let (true, PsPacket::MovieData { seq, .. }) = (who == a(M), p) {
                 sent_at.push((seq, r.now));
             }
         }
+        if sent_at.last().is_some_and(|s| s.0 == 3_000) {
+            break;
+        }
     }
-    for (k, at) in sent_at {
+    assert_eq!(
+        sent_at.len(),
+        2_999,
+        "chunks 2 to 3000 (1 went out at the start)"
+    );
+    for &(k, at) in &sent_at {
         let due = t0 + Duration::from_millis(20) * (k as u32 - 1);
+        assert!(at >= due, "chunk {k} early");
         assert!(
-            at >= due && at - due < Duration::from_millis(3),
+            at - due <= Duration::from_millis(15),
             "chunk {k} at +{:?}",
             at - due
         );
     }
+    let (k, at) = *sent_at.last().unwrap();
+    let due = t0 + Duration::from_millis(20) * (k as u32 - 1);
+    assert!(
+        at - due < Duration::from_millis(3),
+        "drift: the last chunk is {:?} late",
+        at - due
+    );
+    let pacing = r.s.pacing();
+    assert_eq!(pacing.chunks, 3_000);
+    assert_eq!(pacing.max_late, Duration::from_millis(15));
+    assert!(pacing.mean_late() < Duration::from_millis(2));
 }
 
 #[test]
