@@ -316,7 +316,7 @@ impl Engine {
                 peer.timeout = Instant::now();
                 self.actions.push_back(Action::End {
                     id: id.to_string(),
-                    failed: !matches!(peer.role, Role::Subscriber(_)) || peer.connected,
+                    failed: true,
                     reason: "peer connection closed".into(),
                 });
                 return;
@@ -1496,9 +1496,18 @@ fn write_frame(peer: &mut Peer, from: &str, data: &MediaData) -> Option<Kind> {
             Kind::Audio => u64::from(data.time.denom() / 50),
         };
         let out = t.timeline.map(data.time.numer(), step);
-        let Some(writer) = rtc.writer(mid) else {
+        let Some(mut writer) = rtc.writer(mid) else {
             continue;
         };
+        // Carry what the receiver needs to render correctly: a phone camera's
+        // rotation, and audio levels for speaker detection.
+        if let Some(o) = data.ext_vals.video_orientation {
+            writer = writer.video_orientation(o);
+        }
+        if let (Some(level), Some(vad)) = (data.ext_vals.audio_level, data.ext_vals.voice_activity)
+        {
+            writer = writer.audio_level(level, vad);
+        }
         let time = MediaTime::new(out, data.time.frequency());
         match writer.write(pt, data.network_time, time, data.data.clone()) {
             Ok(()) => wrote = Some(t.kind),
