@@ -585,3 +585,43 @@ async fn members_may_use_either_address_family() {
     }
     stop.cancel();
 }
+
+#[tokio::test]
+async fn session_ports_stay_in_the_configured_range() {
+    let free = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = start(Config {
+        session_ports: Some([free, free]),
+        ..quick()
+    })
+    .await;
+    // Asking for a port outside the range gets the one port of the range.
+    let mut l = spawn(
+        udp().await,
+        Role::Leader {
+            server: srv.addr,
+            requested_port: 2000,
+            movie: MovieSelector::First,
+        },
+    );
+    assert_eq!(session_addr(&mut l).await.port(), free);
+    // The range is used up: the next Port Request is refused with Port 0.
+    let raw = udp().await;
+    raw.send_to(
+        &wire::P0Packet::PortRequest { seq: 1, port: 0 }.encode(),
+        srv.addr,
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), raw.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = wire::decode_p0(&buf[..n], wire::Direction::ToClient).unwrap();
+    assert_eq!(answer, wire::P0Packet::PortAllocated { seq: 1, port: 0 });
+}

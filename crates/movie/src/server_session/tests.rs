@@ -1374,3 +1374,29 @@ fn replay_window_follows_section_3_8() {
     assert_eq!(w.check(250), Replay::New);
     assert_eq!(w.check(300), Replay::Duplicate);
 }
+
+#[test]
+fn c32_random_datagrams_on_p0_never_crash_and_are_counted() {
+    let mut r = P0Rig::new(Config::default());
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut answered = 0;
+    for _ in 0..3000 {
+        let len = rng.random_range(0..2000);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if let Some(b) = bytes.first_mut() {
+            *b = [0x01u8, 0x04, 0x10, 0x02, 0x08, 0x20, 0x40, 0x80][rng.random_range(0..8)];
+        }
+        answered += r.send(X, &bytes).len();
+    }
+    // Only an 11-byte Port Request can be answered, by chance.
+    assert!(answered < 10, "{answered}");
+    assert!(r.n.discards.total() > 2900);
+    for d in [
+        Discard::Oversized,
+        Discard::Truncated,
+        Discard::UnknownType,
+        Discard::BadLength,
+    ] {
+        assert!(r.n.discards.get(d) > 0, "{d:?} never counted");
+    }
+}
