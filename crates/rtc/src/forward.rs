@@ -57,12 +57,14 @@ impl KeyframeLimiter {
 
 /// Picks the simulcast encoding index (0 = first = highest) a subscriber should
 /// receive. `rates` are the measured bits per second of each encoding, in the
-/// publisher's order; `current` is what is forwarded now; `estimate` the
-/// subscriber's bandwidth estimate.
+/// publisher's order (empty or all zero = not measured yet); `current` is what is
+/// forwarded now; `estimate` the subscriber's bandwidth estimate.
 ///
-/// Going up needs 25 % headroom over the encoding's rate, staying needs none:
-/// the gap keeps a subscriber near the edge from flapping between layers (each
-/// switch costs a keyframe).
+/// Encodings measured at zero are skipped once anything is measured: a browser
+/// leaves its low encoding off until the room grows, and `video-low` must not
+/// mean a black tile then. Going up needs 25 % headroom over the encoding's rate,
+/// staying needs none: the gap keeps a subscriber near the edge from flapping
+/// between layers (each switch costs a keyframe).
 pub(crate) fn choose_encoding(
     layer: &crate::Layer,
     rids: &[String],
@@ -70,26 +72,37 @@ pub(crate) fn choose_encoding(
     current: Option<usize>,
     estimate: Option<u64>,
 ) -> usize {
-    let last = rids.len().saturating_sub(1);
+    let n = rids.len();
+    if n == 0 {
+        return 0;
+    }
+    let measured = rates.iter().take(n).any(|r| *r > 0);
+    let alive = |i: usize| !measured || rates.get(i).is_some_and(|r| *r > 0);
+    let highest = (0..n).find(|i| alive(*i)).unwrap_or(0);
+    let lowest = (0..n).rev().find(|i| alive(*i)).unwrap_or(n - 1);
     match layer {
-        crate::Layer::High => 0,
-        crate::Layer::Low => last,
-        crate::Layer::Rid(r) => rids.iter().position(|x| x == r).unwrap_or(0),
+        crate::Layer::High => highest,
+        crate::Layer::Low => lowest,
+        crate::Layer::Rid(r) => match rids.iter().position(|x| x == r) {
+            Some(i) if alive(i) => i,
+            _ => highest,
+        },
         crate::Layer::Auto => {
-            let Some(estimate) = estimate else {
-                return current.unwrap_or(0);
+            let (Some(estimate), true) = (estimate, measured) else {
+                return current.filter(|c| alive(*c)).unwrap_or(highest);
             };
-            for (i, rate) in rates.iter().enumerate().take(rids.len()) {
+            for i in (0..n).filter(|i| alive(*i)) {
+                let rate = rates.get(i).copied().unwrap_or(0);
                 let needed = match current {
-                    Some(c) if i >= c => *rate,
+                    Some(c) if i >= c => rate,
                     // Moving up (or starting): demand headroom.
                     _ => rate.saturating_add(rate / 4),
                 };
-                if *rate == 0 || needed <= estimate {
+                if needed <= estimate {
                     return i;
                 }
             }
-            last
+            lowest
         }
     }
 }
@@ -186,6 +199,27 @@ mod tests {
         assert_eq!(
             choose_encoding(&Layer::Auto, &rids, &rates, Some(1), Some(1_300_000)),
             0
+        );
+    }
+
+    #[test]
+    fn silent_encodings_are_skipped_once_rates_are_known() {
+        let rids = vec!["h".to_string(), "l".to_string()];
+        // The low encoding is off: video-low falls back to the high one.
+        assert_eq!(
+            choose_encoding(&Layer::Low, &rids, &[800_000, 0], None, None),
+            0
+        );
+        // Nothing measured yet: names decide.
+        assert_eq!(choose_encoding(&Layer::Low, &rids, &[0, 0], None, None), 1);
+        // The high encoding is off (bandwidth-limited sender): high means low.
+        assert_eq!(
+            choose_encoding(&Layer::High, &rids, &[0, 100_000], None, None),
+            1
+        );
+        assert_eq!(
+            choose_encoding(&Layer::Auto, &rids, &[0, 100_000], Some(0), Some(5_000_000)),
+            1
         );
     }
 

@@ -207,6 +207,7 @@ pub(crate) fn spawn(
     for host in hosts {
         let addr = SocketAddr::new(*host, port);
         let s = std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+        enlarge_buffers(&s);
         s.set_nonblocking(true)
             .map_err(|source| Error::Bind { addr, source })?;
         local_addrs.push(
@@ -262,6 +263,21 @@ pub(crate) fn spawn(
         commands: tx,
         load,
     })
+}
+
+/// One socket carries every peer of a worker, so a burst (a keyframe to fifty
+/// subscribers) must fit in the kernel's buffers; the defaults (~200 KiB) do not.
+/// The kernel may cap the request (net.core.wmem_max / rmem_max); that is logged
+/// and tolerated.
+fn enlarge_buffers(s: &std::net::UdpSocket) {
+    const WANT: usize = 4 << 20;
+    let sock = socket2::SockRef::from(s);
+    if let Err(e) = sock.set_send_buffer_size(WANT) {
+        tracing::debug!("cannot enlarge UDP send buffer: {e}");
+    }
+    if let Err(e) = sock.set_recv_buffer_size(WANT) {
+        tracing::debug!("cannot enlarge UDP receive buffer: {e}");
+    }
 }
 
 /// Turns a trickled candidate (W3C JSON, bare `candidate:` line, or OWT's
