@@ -59,7 +59,7 @@ async fn start(config: Config) -> Server {
 fn quick() -> Config {
     Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
-        registration_window_ms: 700,
+        registration_window_ms: 1_000,
         default_interval_us: 2_000,
         min_interval_us: 1_000,
         ..Config::default()
@@ -158,7 +158,11 @@ async fn finish(r: Running) -> (ClientSession, Vec<u8>) {
 
 #[tokio::test]
 async fn full_flow_two_members_over_the_cli_functions_gives_byte_exact_files() {
-    let srv = start(quick()).await;
+    let srv = start(Config {
+        registration_window_ms: 1_500,
+        ..quick()
+    })
+    .await;
     let out = tempfile::tempdir().unwrap();
     let lead_args = LeadArgs {
         server: srv.addr.to_string(),
@@ -330,7 +334,7 @@ async fn late_join_into_a_long_movie_receives_every_chunk_from_start_seq() {
 #[tokio::test]
 async fn leave_and_timeout_reach_the_leader() {
     let srv = start(Config {
-        member_timeout_ms: 1_500,
+        member_timeout_ms: 2_500,
         default_interval_us: 10_000,
         ..quick()
     })
