@@ -40,9 +40,8 @@ impl Rights {
     /// Rights of two rules that both apply (address ranges overlap).
     fn union(mut self, other: &Rights) -> Rights {
         // An unrestricted grant wins over a tag-restricted one.
-        let tags = if (self.streaming || self.dvr) && self.channel_tags.is_empty() {
-            Vec::new()
-        } else if (other.streaming || other.dvr) && other.channel_tags.is_empty() {
+        let unrestricted = |r: &Rights| (r.streaming || r.dvr) && r.channel_tags.is_empty();
+        let tags = if unrestricted(&self) || unrestricted(other) {
             Vec::new()
         } else {
             let mut t = self.channel_tags.clone();
@@ -162,11 +161,15 @@ impl Cidr {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -294,7 +297,10 @@ mod tests {
     fn network_rights_without_password() {
         let a = Access::new(&cfg()).unwrap();
         assert!(a.for_address("192.168.1.77".parse().unwrap()).streaming);
-        assert!(a.for_address("::ffff:192.168.1.77".parse().unwrap()).streaming);
+        assert!(
+            a.for_address("::ffff:192.168.1.77".parse().unwrap())
+                .streaming
+        );
         assert!(!a.for_address("192.168.2.1".parse().unwrap()).streaming);
         assert!(!a.for_address("127.0.0.1".parse().unwrap()).any());
     }
@@ -323,7 +329,15 @@ mod tests {
         c.networks[0].cidr = "300.1.1.1/8".into();
         assert!(matches!(Access::new(&c), Err(AccessError::BadCidr(_))));
         assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("1.2.3.4".parse().unwrap()));
-        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
     }
 }

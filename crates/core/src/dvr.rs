@@ -23,10 +23,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use crate::Yard;
 use crate::access::Rights;
 use crate::fanout::{ReaderEvent, ReaderOptions};
 use crate::store::{Store, StoreError};
-use crate::Yard;
 
 const KIND_ENTRY: &str = "dvr_entry";
 const KIND_AUTOREC: &str = "dvr_autorec";
@@ -111,7 +111,8 @@ pub struct DvrEntry {
 impl DvrEntry {
     /// Start of the recording window (with padding).
     pub fn window_start(&self) -> i64 {
-        self.start.saturating_sub(self.start_extra.saturating_mul(60))
+        self.start
+            .saturating_sub(self.start_extra.saturating_mul(60))
     }
     /// End of the recording window (with padding).
     pub fn window_stop(&self) -> i64 {
@@ -119,7 +120,10 @@ impl DvrEntry {
     }
     /// Recordings are private to their owner unless the user may see all.
     pub fn visible_to(&self, rights: &Rights) -> bool {
-        rights.all_dvr || rights.admin || self.owner.is_empty() || rights.username.as_deref() == Some(self.owner.as_str())
+        rights.all_dvr
+            || rights.admin
+            || self.owner.is_empty()
+            || rights.username.as_deref() == Some(self.owner.as_str())
     }
 }
 
@@ -468,7 +472,9 @@ impl Dvr {
             e.description = ev.description.clone();
             e.age_rating = ev.age_rating;
         } else {
-            let cid = new.channel_id.ok_or(DvrError::Invalid("missing channelId"))?;
+            let cid = new
+                .channel_id
+                .ok_or(DvrError::Invalid("missing channelId"))?;
             let ch = yard.channel(cid).ok_or(DvrError::NoSuchChannel)?;
             let (Some(start), Some(stop)) = (new.start, new.stop) else {
                 return Err(DvrError::Invalid("missing start or stop"));
@@ -476,7 +482,10 @@ impl Dvr {
             if stop <= start {
                 return Err(DvrError::Invalid("stop before start"));
             }
-            let title = new.title.filter(|t| !t.is_empty()).ok_or(DvrError::Invalid("missing title"))?;
+            let title = new
+                .title
+                .filter(|t| !t.is_empty())
+                .ok_or(DvrError::Invalid("missing title"))?;
             e.channel_id = cid;
             e.channel_name = ch.name.clone();
             e.start = start;
@@ -647,7 +656,12 @@ impl Dvr {
     }
 
     /// A client finished playing a recording.
-    pub fn mark_played(&self, id: u32, playcount: Option<u32>, playposition: Option<u32>) -> Result<(), DvrError> {
+    pub fn mark_played(
+        &self,
+        id: u32,
+        playcount: Option<u32>,
+        playposition: Option<u32>,
+    ) -> Result<(), DvrError> {
         self.update_entry(
             id,
             EntryUpdate {
@@ -693,13 +707,21 @@ impl Dvr {
         }
         a.id = random_hex(16);
         self.inner.store.put(KIND_AUTOREC, &a.id, &a)?;
-        self.inner.state.lock().autorecs.insert(a.id.clone(), a.clone());
+        self.inner
+            .state
+            .lock()
+            .autorecs
+            .insert(a.id.clone(), a.clone());
         self.emit(DvrEvent::AutorecAdded(a.id.clone()));
         self.apply_rules(unix_now());
         Ok(a)
     }
 
-    pub fn update_autorec(&self, id: &str, f: impl FnOnce(&mut Autorec)) -> Result<Autorec, DvrError> {
+    pub fn update_autorec(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Autorec),
+    ) -> Result<Autorec, DvrError> {
         let a = {
             let mut st = self.inner.state.lock();
             let a = st.autorecs.get_mut(id).ok_or(DvrError::NotFound)?;
@@ -715,7 +737,12 @@ impl Dvr {
 
     /// Removes the rule and the entries it scheduled that have not started.
     pub fn delete_autorec(&self, id: &str) -> Result<(), DvrError> {
-        self.inner.state.lock().autorecs.remove(id).ok_or(DvrError::NotFound)?;
+        self.inner
+            .state
+            .lock()
+            .autorecs
+            .remove(id)
+            .ok_or(DvrError::NotFound)?;
         self.inner.store.delete(KIND_AUTOREC, id)?;
         self.emit(DvrEvent::AutorecRemoved(id.to_owned()));
         for e in self.entries() {
@@ -747,13 +774,21 @@ impl Dvr {
         }
         t.id = random_hex(16);
         self.inner.store.put(KIND_TIMEREC, &t.id, &t)?;
-        self.inner.state.lock().timerecs.insert(t.id.clone(), t.clone());
+        self.inner
+            .state
+            .lock()
+            .timerecs
+            .insert(t.id.clone(), t.clone());
         self.emit(DvrEvent::TimerecAdded(t.id.clone()));
         self.apply_rules(unix_now());
         Ok(t)
     }
 
-    pub fn update_timerec(&self, id: &str, f: impl FnOnce(&mut Timerec)) -> Result<Timerec, DvrError> {
+    pub fn update_timerec(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Timerec),
+    ) -> Result<Timerec, DvrError> {
         let t = {
             let mut st = self.inner.state.lock();
             let t = st.timerecs.get_mut(id).ok_or(DvrError::NotFound)?;
@@ -768,7 +803,12 @@ impl Dvr {
     }
 
     pub fn delete_timerec(&self, id: &str) -> Result<(), DvrError> {
-        self.inner.state.lock().timerecs.remove(id).ok_or(DvrError::NotFound)?;
+        self.inner
+            .state
+            .lock()
+            .timerecs
+            .remove(id)
+            .ok_or(DvrError::NotFound)?;
         self.inner.store.delete(KIND_TIMEREC, id)?;
         self.emit(DvrEvent::TimerecRemoved(id.to_owned()));
         for e in self.entries() {
@@ -787,16 +827,19 @@ impl Dvr {
             let existing: HashSet<(Option<u32>, Option<String>, i64)> = st
                 .entries
                 .values()
-                .flat_map(|e| {
-                    [
-                        (e.event_id, None, 0),
-                        (None, e.timerec_id.clone(), e.start),
-                    ]
-                })
+                .flat_map(|e| [(e.event_id, None, 0), (None, e.timerec_id.clone(), e.start)])
                 .collect();
             (
-                st.autorecs.values().filter(|a| a.enabled).cloned().collect::<Vec<_>>(),
-                st.timerecs.values().filter(|t| t.enabled).cloned().collect::<Vec<_>>(),
+                st.autorecs
+                    .values()
+                    .filter(|a| a.enabled)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                st.timerecs
+                    .values()
+                    .filter(|t| t.enabled)
+                    .cloned()
+                    .collect::<Vec<_>>(),
                 existing,
             )
         };
@@ -816,7 +859,9 @@ impl Dvr {
                     {
                         continue;
                     }
-                    let Some(ch) = yard.channel(cid) else { continue };
+                    let Some(ch) = yard.channel(cid) else {
+                        continue;
+                    };
                     created_events.insert(ev.id);
                     self.insert_entry(DvrEntry {
                         uuid: random_hex(16),
@@ -838,7 +883,8 @@ impl Dvr {
                         age_rating: ev.age_rating,
                         owner: a.owner.clone(),
                         creator: a.creator.clone(),
-                        comment: Some(format!("Auto recording: {}", a.name)).filter(|_| !a.name.is_empty()),
+                        comment: Some(format!("Auto recording: {}", a.name))
+                            .filter(|_| !a.name.is_empty()),
                         ..DvrEntry::default()
                     });
                 }
@@ -846,7 +892,9 @@ impl Dvr {
         }
         for t in &timerecs {
             let Some(cid) = t.channel_id else { continue };
-            let Some(ch) = yard.channel(cid) else { continue };
+            let Some(ch) = yard.channel(cid) else {
+                continue;
+            };
             for (start, stop) in timerec_occurrences(t, now, now + LOOKAHEAD_SECS) {
                 if stop <= now || existing.contains(&(None, Some(t.id.clone()), start)) {
                     continue;
@@ -862,7 +910,11 @@ impl Dvr {
                     retention: t.retention,
                     removal: t.removal,
                     priority: t.priority,
-                    title: if t.title.is_empty() { t.name.clone() } else { t.title.clone() },
+                    title: if t.title.is_empty() {
+                        t.name.clone()
+                    } else {
+                        t.title.clone()
+                    },
                     owner: t.owner.clone(),
                     creator: t.creator.clone(),
                     ..DvrEntry::default()
@@ -904,7 +956,9 @@ impl Dvr {
                 }
                 let open = e.window_start() <= now && now < e.window_stop();
                 match e.state {
-                    DvrState::Scheduled | DvrState::Recording if e.enabled && open => to_start.push(e.id),
+                    DvrState::Scheduled | DvrState::Recording if e.enabled && open => {
+                        to_start.push(e.id)
+                    }
                     DvrState::Scheduled if now >= e.window_stop() => {
                         e.state = DvrState::Missed;
                         e.error = Some(if e.enabled { "Time missed" } else { "Disabled" }.into());
@@ -933,7 +987,9 @@ impl Dvr {
         let outcome = Arc::new(Mutex::new(None));
         let e = {
             let mut st = self.inner.state.lock();
-            let Some(e) = st.entries.get_mut(&id) else { return };
+            let Some(e) = st.entries.get_mut(&id) else {
+                return;
+            };
             if e.file.is_none() {
                 e.file = Some(recording_file_name(e, now));
             }
@@ -955,16 +1011,26 @@ impl Dvr {
         tokio::spawn(self.clone().record(e, cancel, outcome));
     }
 
-    async fn record(self, e: DvrEntry, cancel: CancellationToken, outcome: Arc<Mutex<Option<Option<String>>>>) {
+    async fn record(
+        self,
+        e: DvrEntry,
+        cancel: CancellationToken,
+        outcome: Arc<Mutex<Option<Option<String>>>>,
+    ) {
         let id = e.id;
         let path = self.inner.dir.join(e.file.clone().unwrap_or_default());
         let result = self.write_recording(&e, &path, &cancel).await;
         let shutting_down = self.inner.shutdown.is_cancelled();
-        let size = tokio::fs::metadata(&path).await.map(|m| m.len() as i64).unwrap_or(0);
+        let size = tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len() as i64)
+            .unwrap_or(0);
         let updated = {
             let mut st = self.inner.state.lock();
             st.running.remove(&id);
-            let Some(cur) = st.entries.get_mut(&id) else { return };
+            let Some(cur) = st.entries.get_mut(&id) else {
+                return;
+            };
             cur.file_size = size;
             if shutting_down && !cancel_requested(&outcome) {
                 // Stay "recording": the next start resumes it if still on air.
@@ -984,7 +1050,12 @@ impl Dvr {
         tracing::info!(id, size, error = ?updated.error, "recording finished");
     }
 
-    async fn write_recording(&self, e: &DvrEntry, path: &Path, cancel: &CancellationToken) -> Result<(), String> {
+    async fn write_recording(
+        &self,
+        e: &DvrEntry,
+        path: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1012,7 +1083,9 @@ impl Dvr {
             };
             match ev {
                 Some(ReaderEvent::Ts(chunk)) => {
-                    file.write_all(&chunk).await.map_err(|err| format!("Write error: {err}"))?;
+                    file.write_all(&chunk)
+                        .await
+                        .map_err(|err| format!("Write error: {err}"))?;
                     size += chunk.len() as i64;
                 }
                 Some(ReaderEvent::SourceLost { reason }) => {
@@ -1025,7 +1098,11 @@ impl Dvr {
                     errors = errors.saturating_add(1);
                     tracing::error!(id = e.id, "recorder queue overflowed; resubscribing");
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    reader = match self.inner.yard.subscribe(e.channel_id, ReaderOptions::recorder(label.clone())) {
+                    reader = match self
+                        .inner
+                        .yard
+                        .subscribe(e.channel_id, ReaderOptions::recorder(label.clone()))
+                    {
                         Ok(r) => r,
                         Err(err) => return Err(err.to_string()),
                     };
@@ -1042,7 +1119,9 @@ impl Dvr {
                 self.emit(DvrEvent::EntryUpdated(e.id));
             }
         }
-        file.flush().await.map_err(|err| format!("Write error: {err}"))?;
+        file.flush()
+            .await
+            .map_err(|err| format!("Write error: {err}"))?;
         if let Some(cur) = self.inner.state.lock().entries.get_mut(&e.id) {
             cur.data_errors = errors;
         }
@@ -1058,7 +1137,13 @@ fn recording_file_name(e: &DvrEntry, now: i64) -> String {
     let title: String = e
         .title
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(60)
         .collect();
     format!("{}-{}-{}.ts", e.id, title, now)
@@ -1114,7 +1199,10 @@ pub fn timerec_occurrences(t: &Timerec, from: i64, to: i64) -> Vec<(i64, i64)> {
     }
     // Look one day back too, for a slot that began yesterday and is still on.
     for offset in -1..=((to - from) / 86_400 + 1) {
-        let Some(day) = first.date_naive().checked_add_signed(chrono::Duration::days(offset)) else {
+        let Some(day) = first
+            .date_naive()
+            .checked_add_signed(chrono::Duration::days(offset))
+        else {
             continue;
         };
         let bit = 1u32 << day.weekday().num_days_from_monday();
@@ -1122,7 +1210,9 @@ pub fn timerec_occurrences(t: &Timerec, from: i64, to: i64) -> Vec<(i64, i64)> {
         if days != 0 && days & bit == 0 {
             continue;
         }
-        let Some(midnight) = day.and_hms_opt(0, 0, 0) else { continue };
+        let Some(midnight) = day.and_hms_opt(0, 0, 0) else {
+            continue;
+        };
         let Some(midnight) = Local.from_local_datetime(&midnight).earliest() else {
             continue;
         };
@@ -1163,7 +1253,10 @@ mod tests {
             title: "news".into(),
             ..Autorec::default()
         };
-        let t = Local.with_ymd_and_hms(2024, 8, 19, 20, 0, 0).unwrap().timestamp(); // a Monday
+        let t = Local
+            .with_ymd_and_hms(2024, 8, 19, 20, 0, 0)
+            .unwrap()
+            .timestamp(); // a Monday
         assert!(autorec_matches(&a, "Switchyard NEWS", t, t + 1800));
         assert!(!autorec_matches(&a, "Sports", t, t + 1800));
         let b = Autorec {
@@ -1189,7 +1282,10 @@ mod tests {
 
     #[test]
     fn timerec_slots() {
-        let monday = Local.with_ymd_and_hms(2024, 8, 19, 12, 0, 0).unwrap().timestamp();
+        let monday = Local
+            .with_ymd_and_hms(2024, 8, 19, 12, 0, 0)
+            .unwrap()
+            .timestamp();
         let t = Timerec {
             days_of_week: 0b1, // Mondays
             start: 20 * 60,
@@ -1217,8 +1313,16 @@ mod tests {
         assert_eq!(
             c,
             vec![
-                Cutpoint { start_ms: 0, end_ms: 12_500, kind: 3 },
-                Cutpoint { start_ms: 60_000, end_ms: 70_000, kind: 0 }
+                Cutpoint {
+                    start_ms: 0,
+                    end_ms: 12_500,
+                    kind: 3
+                },
+                Cutpoint {
+                    start_ms: 60_000,
+                    end_ms: 70_000,
+                    kind: 0
+                }
             ]
         );
     }

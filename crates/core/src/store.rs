@@ -103,9 +103,10 @@ impl Store {
     }
 
     pub fn delete(&self, kind: &str, id: &str) -> Result<(), StoreError> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM records WHERE kind = ?1 AND id = ?2", params![kind, id])?;
+        self.conn.lock().execute(
+            "DELETE FROM records WHERE kind = ?1 AND id = ?2",
+            params![kind, id],
+        )?;
         Ok(())
     }
 
@@ -114,7 +115,9 @@ impl Store {
     pub fn all<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare("SELECT id, doc FROM records WHERE kind = ?1 ORDER BY id")?;
-        let rows = stmt.query_map(params![kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map(params![kind], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, doc) = row?;
@@ -143,14 +146,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open_in(dir.path()).unwrap();
-            s.put("t", "1", &Rec { a: 1, b: "x".into() }).unwrap();
-            s.put("t", "2", &Rec { a: 2, b: "y".into() }).unwrap();
-            s.put("t", "2", &Rec { a: 3, b: "z".into() }).unwrap();
+            s.put(
+                "t",
+                "1",
+                &Rec {
+                    a: 1,
+                    b: "x".into(),
+                },
+            )
+            .unwrap();
+            s.put(
+                "t",
+                "2",
+                &Rec {
+                    a: 2,
+                    b: "y".into(),
+                },
+            )
+            .unwrap();
+            s.put(
+                "t",
+                "2",
+                &Rec {
+                    a: 3,
+                    b: "z".into(),
+                },
+            )
+            .unwrap();
             s.delete("t", "1").unwrap();
         }
         let s = Store::open_in(dir.path()).unwrap();
         let all: Vec<Rec> = s.all("t").unwrap();
-        assert_eq!(all, vec![Rec { a: 3, b: "z".into() }]);
+        assert_eq!(
+            all,
+            vec![Rec {
+                a: 3,
+                b: "z".into()
+            }]
+        );
         assert_eq!(s.get::<Rec>("t", "1").unwrap(), None);
     }
 }

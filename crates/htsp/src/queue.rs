@@ -133,7 +133,9 @@ impl OutQueues {
     /// Queues a `muxpkt` unless the drop policy says otherwise; then, at most
     /// once per second (`now_sec`, monotonic), queues a `queueStatus`.
     pub fn push_packet(&mut self, id: u32, pkt: Packet, now_sec: u64) -> Result<(), Overflow> {
-        let Some(q) = self.subs.get_mut(&id) else { return Ok(()) };
+        let Some(q) = self.subs.get_mut(&id) else {
+            return Ok(());
+        };
         let mut dropped = false;
         if let Some(kind) = pkt.video {
             let fill = q.bytes;
@@ -202,7 +204,12 @@ impl OutQueues {
         }
         // Round robin over [control, active subscriptions...] starting after `last`.
         let mut order: Vec<Option<u32>> = vec![None];
-        order.extend(self.subs.iter().filter(|(_, q)| q.active).map(|(id, _)| Some(*id)));
+        order.extend(
+            self.subs
+                .iter()
+                .filter(|(_, q)| q.active)
+                .map(|(id, _)| Some(*id)),
+        );
         let start = match self.last {
             Some(last) => order.iter().position(|k| *k == last).map_or(0, |p| p + 1),
             None => 0,
@@ -253,7 +260,10 @@ mod tests {
 
     fn method(i: &Item) -> String {
         let all: Vec<u8> = i.chunks.concat();
-        decode_body(&all[4..]).unwrap().get_str("method").unwrap_or_default()
+        decode_body(&all[4..])
+            .unwrap()
+            .get_str("method")
+            .unwrap_or_default()
     }
 
     #[test]
@@ -277,14 +287,19 @@ mod tests {
         q.push_control(&Msg::new(), Some(1));
         q.pop();
         // fill to just above 1× depth
-        q.push_packet(1, pkt(Some(FrameKind::Key), 101, 0), 0).unwrap();
-        q.push_packet(1, pkt(Some(FrameKind::Bidirectional), 10, 1), 0).unwrap();
-        q.push_packet(1, pkt(Some(FrameKind::Predicted), 100, 2), 0).unwrap();
+        q.push_packet(1, pkt(Some(FrameKind::Key), 101, 0), 0)
+            .unwrap();
+        q.push_packet(1, pkt(Some(FrameKind::Bidirectional), 10, 1), 0)
+            .unwrap();
+        q.push_packet(1, pkt(Some(FrameKind::Predicted), 100, 2), 0)
+            .unwrap();
         assert_eq!(q.drops(1), Some(Drops { b: 1, p: 0, i: 0 }));
-        q.push_packet(1, pkt(Some(FrameKind::Predicted), 10, 3), 0).unwrap();
+        q.push_packet(1, pkt(Some(FrameKind::Predicted), 10, 3), 0)
+            .unwrap();
         assert_eq!(q.drops(1), Some(Drops { b: 1, p: 1, i: 0 }));
         q.push_packet(1, pkt(None, 200, 4), 0).unwrap();
-        q.push_packet(1, pkt(Some(FrameKind::Key), 10, 5), 0).unwrap();
+        q.push_packet(1, pkt(Some(FrameKind::Key), 10, 5), 0)
+            .unwrap();
         assert_eq!(q.drops(1), Some(Drops { b: 1, p: 1, i: 1 }));
         assert_eq!(q.queued_bytes(1), Some(101 + 100 + 200));
     }
@@ -315,6 +330,11 @@ mod tests {
             q.push_sub(1, &Msg::new().with("method", "muxpkt"));
         }
         let order: Vec<String> = std::iter::from_fn(|| q.pop()).map(|i| method(&i)).collect();
-        assert_eq!(order, ["muxpkt", "eventAdd", "muxpkt", "eventAdd", "muxpkt", "eventAdd"]);
+        assert_eq!(
+            order,
+            [
+                "muxpkt", "eventAdd", "muxpkt", "eventAdd", "muxpkt", "eventAdd"
+            ]
+        );
     }
 }

@@ -60,7 +60,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("HTSP listen address {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Why a DVR file cannot be served over HTTP.
@@ -88,7 +91,9 @@ pub struct HtspContext {
 
 impl HtspContext {
     pub fn new(yard: Yard, dvr: Option<Dvr>, access: Arc<Access>, config: &Config) -> HtspContext {
-        let tickets = Tickets::new(Duration::from_secs(config.ticket_lifetime_secs.clamp(30, 3600)));
+        let tickets = Tickets::new(Duration::from_secs(
+            config.ticket_lifetime_secs.clamp(30, 3600),
+        ));
         let backend = Arc::new(YardBackend {
             yard: yard.clone(),
             dvr: dvr.clone(),
@@ -122,16 +127,24 @@ impl HtspContext {
         if !e.visible_to(rights) {
             return Err(DvrFileError::NotFound);
         }
-        dvr.file_path(id).filter(|p| p.exists()).ok_or(DvrFileError::NoFile)
+        dvr.file_path(id)
+            .filter(|p| p.exists())
+            .ok_or(DvrFileError::NoFile)
     }
 }
 
 /// Binds `config.listen` and serves until `shutdown`.
-pub async fn run(config: Config, ctx: HtspContext, shutdown: CancellationToken) -> Result<(), Error> {
-    let listener = TcpListener::bind(&config.listen).await.map_err(|source| Error::Bind {
-        addr: config.listen.clone(),
-        source,
-    })?;
+pub async fn run(
+    config: Config,
+    ctx: HtspContext,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
     tracing::info!(addr = %config.listen, "HTSP listening");
     serve(listener, ctx, shutdown).await;
     Ok(())
@@ -207,7 +220,9 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-async fn recv_opt<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Result<T, broadcast::error::RecvError> {
+async fn recv_opt<T: Clone>(
+    rx: &mut Option<broadcast::Receiver<T>>,
+) -> Result<T, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -215,7 +230,13 @@ async fn recv_opt<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Result<T
 }
 
 impl Connection {
-    async fn run(ctx: HtspContext, peer: SocketAddr, rd: OwnedReadHalf, wr: OwnedWriteHalf, shutdown: CancellationToken) {
+    async fn run(
+        ctx: HtspContext,
+        peer: SocketAddr,
+        rd: OwnedReadHalf,
+        wr: OwnedWriteHalf,
+        shutdown: CancellationToken,
+    ) {
         let challenge: [u8; 32] = rand::random();
         let rights = ctx.access.for_address(peer.ip());
         let mut session = Session::new(ctx.backend.clone(), challenge, rights);
@@ -289,10 +310,17 @@ impl Connection {
         match o {
             Output::Pause(d) => tokio::time::sleep(d).await,
             Output::Send(msg) => shared.queues.lock().push_control(&msg, None),
-            Output::SendActivating { msg, subscription_id } => {
-                shared.queues.lock().push_control(&msg, Some(subscription_id))
-            }
-            Output::SendSub { subscription_id, msg } => shared.queues.lock().push_sub(subscription_id, &msg),
+            Output::SendActivating {
+                msg,
+                subscription_id,
+            } => shared
+                .queues
+                .lock()
+                .push_control(&msg, Some(subscription_id)),
+            Output::SendSub {
+                subscription_id,
+                msg,
+            } => shared.queues.lock().push_sub(subscription_id, &msg),
             Output::Subscribe(p) => self.subscribe(p, anonymize),
             Output::Unsubscribe { subscription_id } => {
                 if let Some(s) = self.subs.remove(&subscription_id) {
@@ -316,20 +344,39 @@ impl Connection {
     fn subscribe(&mut self, p: SubscribeParams, anonymize: bool) {
         let ch = self.ctx.yard.channel(p.channel_id);
         let source = SourceInfo {
-            service: ch.as_ref().map(|c| c.service_name.clone().unwrap_or_else(|| c.name.clone())).unwrap_or_default(),
+            service: ch
+                .as_ref()
+                .map(|c| c.service_name.clone().unwrap_or_else(|| c.name.clone()))
+                .unwrap_or_default(),
             provider: ch.as_ref().and_then(|c| c.provider_name.clone()),
             network_type: "IPTV".into(),
             mux: ch.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
             anonymize,
         };
-        let converter = Arc::new(Mutex::new(StreamConverter::new(p.subscription_id, p.ninety_khz, source)));
-        self.shared.queues.lock().add_subscription(p.subscription_id, p.queue_depth);
+        let converter = Arc::new(Mutex::new(StreamConverter::new(
+            p.subscription_id,
+            p.ninety_khz,
+            source,
+        )));
+        self.shared
+            .queues
+            .lock()
+            .add_subscription(p.subscription_id, p.queue_depth);
         let label = format!("htsp {} sub {}", self.peer, p.subscription_id);
         let task = tokio::spawn(
-            run_subscription(self.ctx.yard.clone(), p.clone(), self.shared.clone(), converter.clone(), label)
-                .in_current_span(),
+            run_subscription(
+                self.ctx.yard.clone(),
+                p.clone(),
+                self.shared.clone(),
+                converter.clone(),
+                label,
+            )
+            .in_current_span(),
         );
-        if let Some(old) = self.subs.insert(p.subscription_id, SubHandle { task, converter }) {
+        if let Some(old) = self
+            .subs
+            .insert(p.subscription_id, SubHandle { task, converter })
+        {
             old.task.abort();
         }
     }
@@ -425,7 +472,8 @@ async fn run_subscription(
         shared.queues.lock().push_sub(id, m);
         shared.wake.notify_one();
     };
-    let opts = ReaderOptions::frames(label).with_max_bytes((p.queue_depth as usize).max(ReaderOptions::DEFAULT_MAX_BYTES));
+    let opts = ReaderOptions::frames(label)
+        .with_max_bytes((p.queue_depth as usize).max(ReaderOptions::DEFAULT_MAX_BYTES));
     let mut reader = match yard.subscribe(p.channel_id, opts) {
         Ok(r) => r,
         Err(e) => {
@@ -490,7 +538,12 @@ async fn run_subscription(
                     q.push_sub(id, &m);
                     if is_start && !was_started {
                         was_started = true;
-                        q.push_sub(id, &Msg::new().with("method", "subscriptionStatus").with("subscriptionId", id));
+                        q.push_sub(
+                            id,
+                            &Msg::new()
+                                .with("method", "subscriptionStatus")
+                                .with("subscriptionId", id),
+                        );
                     }
                 }
                 StreamOut::Packet(pkt) => {
@@ -584,7 +637,10 @@ impl Backend for YardBackend {
             .map_or(0, |t| t.offset().fix().local_minus_utc() / 60)
     }
     fn disk_space(&self) -> Option<DiskSpace> {
-        let dir = self.dvr.as_ref().map_or_else(|| self.yard.data_dir().to_owned(), |d| d.recordings_dir().to_owned());
+        let dir = self.dvr.as_ref().map_or_else(
+            || self.yard.data_dir().to_owned(),
+            |d| d.recordings_dir().to_owned(),
+        );
         let (free, total) = fs_space(&dir)?;
         let used = self
             .dvr
@@ -618,34 +674,63 @@ impl Backend for YardBackend {
         self.dvr.as_ref().ok_or_else(no_dvr)?.add_entry(new)
     }
     fn update_dvr_entry(&self, id: u32, u: EntryUpdate) -> Result<DvrEntry, DvrError> {
-        self.dvr.as_ref().ok_or(DvrError::NotFound)?.update_entry(id, u)
+        self.dvr
+            .as_ref()
+            .ok_or(DvrError::NotFound)?
+            .update_entry(id, u)
     }
     fn stop_dvr_entry(&self, id: u32) -> Result<(), DvrError> {
         self.dvr.as_ref().ok_or(DvrError::NotFound)?.stop_entry(id)
     }
     fn cancel_dvr_entry(&self, id: u32) -> Result<(), DvrError> {
-        self.dvr.as_ref().ok_or(DvrError::NotFound)?.cancel_entry(id)
+        self.dvr
+            .as_ref()
+            .ok_or(DvrError::NotFound)?
+            .cancel_entry(id)
     }
     fn delete_dvr_entry(&self, id: u32) -> Result<(), DvrError> {
-        self.dvr.as_ref().ok_or(DvrError::NotFound)?.delete_entry(id)
+        self.dvr
+            .as_ref()
+            .ok_or(DvrError::NotFound)?
+            .delete_entry(id)
     }
     fn add_autorec(&self, a: Autorec) -> Result<Autorec, DvrError> {
         self.dvr.as_ref().ok_or_else(no_dvr)?.add_autorec(a)
     }
-    fn update_autorec(&self, id: &str, f: &mut dyn FnMut(&mut Autorec)) -> Result<Autorec, DvrError> {
-        self.dvr.as_ref().ok_or(DvrError::NotFound)?.update_autorec(id, f)
+    fn update_autorec(
+        &self,
+        id: &str,
+        f: &mut dyn FnMut(&mut Autorec),
+    ) -> Result<Autorec, DvrError> {
+        self.dvr
+            .as_ref()
+            .ok_or(DvrError::NotFound)?
+            .update_autorec(id, f)
     }
     fn delete_autorec(&self, id: &str) -> Result<(), DvrError> {
-        self.dvr.as_ref().ok_or(DvrError::NotFound)?.delete_autorec(id)
+        self.dvr
+            .as_ref()
+            .ok_or(DvrError::NotFound)?
+            .delete_autorec(id)
     }
     fn add_timerec(&self, t: Timerec) -> Result<Timerec, DvrError> {
         self.dvr.as_ref().ok_or_else(no_dvr)?.add_timerec(t)
     }
-    fn update_timerec(&self, id: &str, f: &mut dyn FnMut(&mut Timerec)) -> Result<Timerec, DvrError> {
-        self.dvr.as_ref().ok_or(DvrError::NotFound)?.update_timerec(id, f)
+    fn update_timerec(
+        &self,
+        id: &str,
+        f: &mut dyn FnMut(&mut Timerec),
+    ) -> Result<Timerec, DvrError> {
+        self.dvr
+            .as_ref()
+            .ok_or(DvrError::NotFound)?
+            .update_timerec(id, f)
     }
     fn delete_timerec(&self, id: &str) -> Result<(), DvrError> {
-        self.dvr.as_ref().ok_or(DvrError::NotFound)?.delete_timerec(id)
+        self.dvr
+            .as_ref()
+            .ok_or(DvrError::NotFound)?
+            .delete_timerec(id)
     }
     fn cutpoints(&self, id: u32) -> Result<Option<Vec<Cutpoint>>, DvrError> {
         self.dvr.as_ref().ok_or(DvrError::NotFound)?.cutpoints(id)

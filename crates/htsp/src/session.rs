@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
 use yard::access::Rights;
-use yard::dvr::{Autorec, Cutpoint, DvrEntry, DvrError, DvrEvent, DvrState, EntryUpdate, NewEntry, Timerec};
+use yard::dvr::{
+    Autorec, Cutpoint, DvrEntry, DvrError, DvrEvent, DvrState, EntryUpdate, NewEntry, Timerec,
+};
 use yard::{ChannelInfo, EpgEvent, Tag, YardEvent};
 
 use crate::wire::{Msg, Value};
@@ -51,7 +53,11 @@ pub enum Output {
     /// follows is queued.
     Unsubscribe { subscription_id: u32 },
     /// Change which streams of a subscription are delivered.
-    FilterStreams { subscription_id: u32, enable: Vec<u32>, disable: Vec<u32> },
+    FilterStreams {
+        subscription_id: u32,
+        enable: Vec<u32>,
+        disable: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +160,11 @@ pub trait Backend: Send + Sync {
     fn add_autorec(&self, _a: Autorec) -> Result<Autorec, DvrError> {
         Err(DvrError::Invalid("no recorder"))
     }
-    fn update_autorec(&self, _id: &str, _f: &mut dyn FnMut(&mut Autorec)) -> Result<Autorec, DvrError> {
+    fn update_autorec(
+        &self,
+        _id: &str,
+        _f: &mut dyn FnMut(&mut Autorec),
+    ) -> Result<Autorec, DvrError> {
         Err(DvrError::NotFound)
     }
     fn delete_autorec(&self, _id: &str) -> Result<(), DvrError> {
@@ -163,7 +173,11 @@ pub trait Backend: Send + Sync {
     fn add_timerec(&self, _t: Timerec) -> Result<Timerec, DvrError> {
         Err(DvrError::Invalid("no recorder"))
     }
-    fn update_timerec(&self, _id: &str, _f: &mut dyn FnMut(&mut Timerec)) -> Result<Timerec, DvrError> {
+    fn update_timerec(
+        &self,
+        _id: &str,
+        _f: &mut dyn FnMut(&mut Timerec),
+    ) -> Result<Timerec, DvrError> {
         Err(DvrError::NotFound)
     }
     fn delete_timerec(&self, _id: &str) -> Result<(), DvrError> {
@@ -190,14 +204,28 @@ enum Class {
 fn class_of(method: &str) -> Option<Class> {
     Some(match method {
         "hello" | "authenticate" | "api" => Class::Anonymous,
-        "getDiskSpace" | "getSysTime" | "enableAsyncMetadata" | "getChannel" | "getEvent" | "getEvents"
-        | "epgQuery" | "getEpgObject" | "getTicket" | "subscribe" | "unsubscribe" | "subscriptionChangeWeight"
-        | "subscriptionSeek" | "subscriptionSkip" | "subscriptionSpeed" | "subscriptionLive"
-        | "subscriptionFilterStream" | "getProfiles" => Class::Streaming,
-        "getDvrConfigs" | "addDvrEntry" | "updateDvrEntry" | "stopDvrEntry" | "cancelDvrEntry" | "deleteDvrEntry"
-        | "addAutorecEntry" | "updateAutorecEntry" | "deleteAutorecEntry" | "addTimerecEntry"
-        | "updateTimerecEntry" | "deleteTimerecEntry" | "getDvrCutpoints" | "fileOpen" | "fileRead"
-        | "fileClose" | "fileStat" | "fileSeek" => Class::Recorder,
+        "getDiskSpace"
+        | "getSysTime"
+        | "enableAsyncMetadata"
+        | "getChannel"
+        | "getEvent"
+        | "getEvents"
+        | "epgQuery"
+        | "getEpgObject"
+        | "getTicket"
+        | "subscribe"
+        | "unsubscribe"
+        | "subscriptionChangeWeight"
+        | "subscriptionSeek"
+        | "subscriptionSkip"
+        | "subscriptionSpeed"
+        | "subscriptionLive"
+        | "subscriptionFilterStream"
+        | "getProfiles" => Class::Streaming,
+        "getDvrConfigs" | "addDvrEntry" | "updateDvrEntry" | "stopDvrEntry" | "cancelDvrEntry"
+        | "deleteDvrEntry" | "addAutorecEntry" | "updateAutorecEntry" | "deleteAutorecEntry"
+        | "addTimerecEntry" | "updateTimerecEntry" | "deleteTimerecEntry" | "getDvrCutpoints"
+        | "fileOpen" | "fileRead" | "fileClose" | "fileStat" | "fileSeek" => Class::Recorder,
         _ => return None,
     })
 }
@@ -317,7 +345,8 @@ impl Session {
         if let Some(username) = req.get_str("username").filter(|u| !u.is_empty()) {
             if let Some(digest) = req.get_bin("digest") {
                 let challenge = self.challenge;
-                let check = |password: &str| same_bytes(&self::digest(password, &challenge), &digest);
+                let check =
+                    |password: &str| same_bytes(&self::digest(password, &challenge), &digest);
                 match self.backend.verify(&username, &check) {
                     Some(rights) => {
                         tracing::debug!(user = %username, "authenticated");
@@ -398,7 +427,9 @@ impl Session {
                     return out;
                 };
                 if self.subscriptions.remove(&id).is_some() {
-                    out.push(Output::Unsubscribe { subscription_id: id });
+                    out.push(Output::Unsubscribe {
+                        subscription_id: id,
+                    });
                 }
                 out.push(self.finish(seq, Ok(Msg::new())));
                 return out;
@@ -500,8 +531,12 @@ impl Session {
     // ------------------------------------------------------------ basics
 
     fn hello(&mut self, req: &Msg) -> Reply {
-        let version = req.get_u32("htspversion").ok_or_else(|| invalid("missing htspversion"))?;
-        let name = req.get_str("clientname").ok_or_else(|| invalid("missing clientname"))?;
+        let version = req
+            .get_u32("htspversion")
+            .ok_or_else(|| invalid("missing htspversion"))?;
+        let name = req
+            .get_str("clientname")
+            .ok_or_else(|| invalid("missing clientname"))?;
         self.version = version.min(HTSP_VERSION);
         tracing::info!(client = %name, version = self.version, "HTSP hello");
         self.client_name = Some(name);
@@ -555,7 +590,10 @@ impl Session {
     }
 
     fn disk_space(&self) -> Reply {
-        let d = self.backend.disk_space().ok_or_else(|| err("Unable to stat path"))?;
+        let d = self
+            .backend
+            .disk_space()
+            .ok_or_else(|| err("Unable to stat path"))?;
         Ok(Msg::new()
             .with("freediskspace", d.free)
             .with("useddiskspace", d.used)
@@ -582,7 +620,8 @@ impl Session {
             .filter_map(|t| self.backend.tag(*t))
             .map(|t| t.name.clone())
             .collect();
-        self.rights.may_see_channel(names.iter().map(String::as_str))
+        self.rights
+            .may_see_channel(names.iter().map(String::as_str))
     }
 
     fn visible_channel(&self, id: u32) -> Option<Arc<ChannelInfo>> {
@@ -599,7 +638,11 @@ impl Session {
 
     fn tag_visible(&self, tag: &Tag) -> bool {
         self.rights.channel_tags.is_empty()
-            || self.rights.channel_tags.iter().any(|t| t.eq_ignore_ascii_case(&tag.name))
+            || self
+                .rights
+                .channel_tags
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(&tag.name))
     }
 
     fn visible_event(&self, id: u32) -> Option<Arc<EpgEvent>> {
@@ -609,7 +652,9 @@ impl Session {
     }
 
     fn visible_entry(&self, id: u32) -> Option<DvrEntry> {
-        self.backend.dvr_entry(id).filter(|e| e.visible_to(&self.rights))
+        self.backend
+            .dvr_entry(id)
+            .filter(|e| e.visible_to(&self.rights))
     }
 
     // ------------------------------------------------------------ messages
@@ -617,7 +662,10 @@ impl Session {
     /// Image references in the image cache take a version-dependent form
     /// (§4); anything else (remote URLs) is passed unchanged.
     fn image(&self, url: &str, channel_icon: bool) -> String {
-        match url.strip_prefix("imagecache/").or_else(|| url.strip_prefix("/imagecache/")) {
+        match url
+            .strip_prefix("imagecache/")
+            .or_else(|| url.strip_prefix("/imagecache/"))
+        {
             Some(id) if channel_icon && self.version >= 15 => format!("imagecache/{id}"),
             Some(id) if !channel_icon && self.version >= 34 => format!("imagecache/{id}"),
             Some(id) => format!("/imagecache/{id}"),
@@ -636,9 +684,13 @@ impl Session {
         if let Some(icon) = &ch.icon {
             m.add("channelIcon", self.image(icon, true));
         }
-        m.add("eventId", cur.unwrap_or(0)).add("nextEventId", next.unwrap_or(0));
+        m.add("eventId", cur.unwrap_or(0))
+            .add("nextEventId", next.unwrap_or(0));
         let mut service = Msg::new()
-            .with("name", ch.service_name.clone().unwrap_or_else(|| ch.name.clone()))
+            .with(
+                "name",
+                ch.service_name.clone().unwrap_or_else(|| ch.name.clone()),
+            )
             .with("type", if radio { "Radio" } else { "HDTV" })
             .with("content", if radio { 2i64 } else { 1 });
         if let Some(p) = &ch.provider_name {
@@ -664,14 +716,21 @@ impl Session {
         }
     }
 
-    fn tag_msg(&self, tag: &Tag, index: usize, with_members: bool, visible: &[Arc<ChannelInfo>]) -> Msg {
+    fn tag_msg(
+        &self,
+        tag: &Tag,
+        index: usize,
+        with_members: bool,
+        visible: &[Arc<ChannelInfo>],
+    ) -> Msg {
         let mut m = Msg::new();
         m.add("tagId", tag.id)
             .add("tagIdStr", format!("{:032x}", tag.id))
             .add("tagIndex", index)
             .add("tagName", tag.name.clone());
         if let Some(icon) = &tag.icon {
-            m.add("tagIcon", self.image(icon, false)).add("tagTitledIcon", 0i64);
+            m.add("tagIcon", self.image(icon, false))
+                .add("tagTitledIcon", 0i64);
         }
         if with_members {
             let members: Vec<Value> = visible
@@ -685,11 +744,21 @@ impl Session {
     }
 
     /// The texts of an event or recording, collapsed for old clients (§7.5).
-    fn texts(&self, m: &mut Msg, subtitle: Option<&str>, summary: Option<&str>, description: Option<&str>) {
+    fn texts(
+        &self,
+        m: &mut Msg,
+        subtitle: Option<&str>,
+        summary: Option<&str>,
+        description: Option<&str>,
+    ) {
         if self.version >= 32 {
-            m.add_opt("subtitle", subtitle).add_opt("summary", summary).add_opt("description", description);
+            m.add_opt("subtitle", subtitle)
+                .add_opt("summary", summary)
+                .add_opt("description", description);
         } else if let Some(d) = description {
-            m.add("description", d).add_opt("summary", summary).add_opt("subtitle", subtitle);
+            m.add("description", d)
+                .add_opt("summary", summary)
+                .add_opt("subtitle", subtitle);
         } else if let Some(s) = summary {
             m.add("description", s).add_opt("subtitle", subtitle);
         } else if let Some(s) = subtitle {
@@ -706,12 +775,30 @@ impl Session {
         if !e.title.is_empty() {
             m.add("title", e.title.clone());
         }
-        self.texts(&mut m, e.subtitle.as_deref(), None, e.description.as_deref());
+        self.texts(
+            &mut m,
+            e.subtitle.as_deref(),
+            None,
+            e.description.as_deref(),
+        );
         if !e.categories.is_empty() {
-            m.add("category", e.categories.iter().map(|c| Value::from(c.as_str())).collect::<Vec<_>>());
+            m.add(
+                "category",
+                e.categories
+                    .iter()
+                    .map(|c| Value::from(c.as_str()))
+                    .collect::<Vec<_>>(),
+            );
         }
         if let Some(ct) = content_type(&e.categories) {
-            m.add("contentType", if self.version < 6 { (ct >> 4) & 0xf } else { ct });
+            m.add(
+                "contentType",
+                if self.version < 6 {
+                    (ct >> 4) & 0xf
+                } else {
+                    ct
+                },
+            );
         }
         m.add_opt("ageRating", e.age_rating);
         m.add_opt("seasonNumber", e.season_number.filter(|n| *n != 0));
@@ -758,7 +845,9 @@ impl Session {
 
     fn dvr_msg(&self, e: &DvrEntry) -> Msg {
         let mut m = Msg::new();
-        m.add("id", e.id).add("idStr", e.uuid.clone()).add("enabled", e.enabled);
+        m.add("id", e.id)
+            .add("idStr", e.uuid.clone())
+            .add("enabled", e.enabled);
         if self.backend.channel(e.channel_id).is_some() {
             m.add("channel", e.channel_id);
         }
@@ -776,11 +865,18 @@ impl Session {
         m.add_opt("contentType", e.content_type);
         m.add_opt("ageRating", e.age_rating);
         if matches!(e.state, DvrState::Recording | DvrState::Completed) {
-            m.add("playcount", e.playcount).add("playposition", e.playposition);
+            m.add("playcount", e.playcount)
+                .add("playposition", e.playposition);
         }
         m.add("title", e.title.clone());
-        self.texts(&mut m, e.subtitle.as_deref(), e.summary.as_deref(), e.description.as_deref());
-        m.add("owner", e.owner.clone()).add("creator", e.creator.clone());
+        self.texts(
+            &mut m,
+            e.subtitle.as_deref(),
+            e.summary.as_deref(),
+            e.description.as_deref(),
+        );
+        m.add("owner", e.owner.clone())
+            .add("creator", e.creator.clone());
         m.add_opt("comment", e.comment.clone());
         if let Some(f) = &e.file
             && matches!(e.state, DvrState::Recording | DvrState::Completed)
@@ -834,7 +930,9 @@ impl Session {
             .add("broadcastType", a.broadcast_type)
             .add("comment", a.comment.clone());
         if !a.title.is_empty() {
-            m.add("title", a.title.clone()).add("fulltext", 0i64).add("mergetext", 0i64);
+            m.add("title", a.title.clone())
+                .add("fulltext", 0i64)
+                .add("mergetext", 0i64);
         }
         m.add("name", a.name.clone())
             .add("directory", a.directory.clone())
@@ -868,7 +966,10 @@ impl Session {
     }
 
     fn rule_visible(&self, owner: &str) -> bool {
-        self.rights.all_dvr || self.rights.admin || owner.is_empty() || self.rights.username.as_deref() == Some(owner)
+        self.rights.all_dvr
+            || self.rights.admin
+            || owner.is_empty()
+            || self.rights.username.as_deref() == Some(owner)
     }
 
     // ------------------------------------------------------------ async metadata
@@ -914,24 +1015,62 @@ impl Session {
         if first {
             self.async_enabled = true;
             let channels = self.visible_channels();
-            let tags: Vec<Arc<Tag>> = self.backend.tags().into_iter().filter(|t| self.tag_visible(t)).collect();
+            let tags: Vec<Arc<Tag>> = self
+                .backend
+                .tags()
+                .into_iter()
+                .filter(|t| self.tag_visible(t))
+                .collect();
             for (i, t) in tags.iter().enumerate() {
-                out.push(Output::Send(Self::with_method(self.tag_msg(t, i, false, &channels), "tagAdd")));
+                out.push(Output::Send(Self::with_method(
+                    self.tag_msg(t, i, false, &channels),
+                    "tagAdd",
+                )));
             }
             for c in &channels {
-                out.push(Output::Send(Self::with_method(self.channel_msg(c, now), "channelAdd")));
+                out.push(Output::Send(Self::with_method(
+                    self.channel_msg(c, now),
+                    "channelAdd",
+                )));
             }
             for (i, t) in tags.iter().enumerate() {
-                out.push(Output::Send(Self::with_method(self.tag_msg(t, i, true, &channels), "tagUpdate")));
+                out.push(Output::Send(Self::with_method(
+                    self.tag_msg(t, i, true, &channels),
+                    "tagUpdate",
+                )));
             }
-            for a in self.backend.autorecs().iter().filter(|a| self.rule_visible(&a.owner)) {
-                out.push(Output::Send(Self::with_method(self.autorec_msg(a), "autorecEntryAdd")));
+            for a in self
+                .backend
+                .autorecs()
+                .iter()
+                .filter(|a| self.rule_visible(&a.owner))
+            {
+                out.push(Output::Send(Self::with_method(
+                    self.autorec_msg(a),
+                    "autorecEntryAdd",
+                )));
             }
-            for t in self.backend.timerecs().iter().filter(|t| self.rule_visible(&t.owner)) {
-                out.push(Output::Send(Self::with_method(self.timerec_msg(t), "timerecEntryAdd")));
+            for t in self
+                .backend
+                .timerecs()
+                .iter()
+                .filter(|t| self.rule_visible(&t.owner))
+            {
+                out.push(Output::Send(Self::with_method(
+                    self.timerec_msg(t),
+                    "timerecEntryAdd",
+                )));
             }
-            for e in self.backend.dvr_entries().iter().filter(|e| e.visible_to(&self.rights)) {
-                out.push(Output::Send(Self::with_method(self.dvr_msg(e), "dvrEntryAdd")));
+            for e in self
+                .backend
+                .dvr_entries()
+                .iter()
+                .filter(|e| e.visible_to(&self.rights))
+            {
+                out.push(Output::Send(Self::with_method(
+                    self.dvr_msg(e),
+                    "dvrEntryAdd",
+                )));
             }
         }
         if self.epg {
@@ -948,7 +1087,9 @@ impl Session {
             }
         }
         if first {
-            out.push(Output::Send(Msg::new().with("method", "initialSyncCompleted")));
+            out.push(Output::Send(
+                Msg::new().with("method", "initialSyncCompleted"),
+            ));
         }
         out
     }
@@ -975,79 +1116,134 @@ impl Session {
         let send = |m: Msg| vec![Output::Send(m)];
         match change {
             Change::Yard(ev) => match ev {
-                YardEvent::ChannelAdded(id) | YardEvent::ChannelUpdated(id) => match self.visible_channel(*id) {
-                    Some(ch) => {
-                        let method = if matches!(ev, YardEvent::ChannelAdded(_)) { "channelAdd" } else { "channelUpdate" };
-                        send(Self::with_method(self.channel_msg(&ch, now), method))
+                YardEvent::ChannelAdded(id) | YardEvent::ChannelUpdated(id) => {
+                    match self.visible_channel(*id) {
+                        Some(ch) => {
+                            let method = if matches!(ev, YardEvent::ChannelAdded(_)) {
+                                "channelAdd"
+                            } else {
+                                "channelUpdate"
+                            };
+                            send(Self::with_method(self.channel_msg(&ch, now), method))
+                        }
+                        None => send(
+                            Msg::new()
+                                .with("channelId", *id)
+                                .with("method", "channelDelete"),
+                        ),
                     }
-                    None => send(Msg::new().with("channelId", *id).with("method", "channelDelete")),
-                },
-                YardEvent::ChannelRemoved(id) => send(Msg::new().with("channelId", *id).with("method", "channelDelete")),
+                }
+                YardEvent::ChannelRemoved(id) => send(
+                    Msg::new()
+                        .with("channelId", *id)
+                        .with("method", "channelDelete"),
+                ),
                 YardEvent::TagAdded(id) | YardEvent::TagUpdated(id) => {
                     let tags: Vec<Arc<Tag>> = self.backend.tags();
                     match tags.iter().position(|t| t.id == *id) {
                         Some(i) if self.tag_visible(&tags[i]) => {
-                            let method = if matches!(ev, YardEvent::TagAdded(_)) { "tagAdd" } else { "tagUpdate" };
+                            let method = if matches!(ev, YardEvent::TagAdded(_)) {
+                                "tagAdd"
+                            } else {
+                                "tagUpdate"
+                            };
                             let channels = self.visible_channels();
-                            send(Self::with_method(self.tag_msg(&tags[i], i, true, &channels), method))
+                            send(Self::with_method(
+                                self.tag_msg(&tags[i], i, true, &channels),
+                                method,
+                            ))
                         }
                         _ => send(Msg::new().with("tagId", *id).with("method", "tagDelete")),
                     }
                 }
-                YardEvent::TagRemoved(id) => send(Msg::new().with("tagId", *id).with("method", "tagDelete")),
+                YardEvent::TagRemoved(id) => {
+                    send(Msg::new().with("tagId", *id).with("method", "tagDelete"))
+                }
                 YardEvent::EpgEventAdded(id) | YardEvent::EpgEventUpdated(id) => {
                     if !self.epg {
                         return Vec::new();
                     }
-                    let Some(e) = self.visible_event(*id) else { return Vec::new() };
+                    let Some(e) = self.visible_event(*id) else {
+                        return Vec::new();
+                    };
                     if e.start > self.epg_sent_until {
                         // Comes with the window when it gets there.
                         return Vec::new();
                     }
-                    let method = if matches!(ev, YardEvent::EpgEventAdded(_)) { "eventAdd" } else { "eventUpdate" };
+                    let method = if matches!(ev, YardEvent::EpgEventAdded(_)) {
+                        "eventAdd"
+                    } else {
+                        "eventUpdate"
+                    };
                     let mut m = Msg::new().with("method", method);
                     m.fields.extend(self.event_msg(&e).fields);
                     send(m)
                 }
                 YardEvent::EpgEventRemoved(id) => {
                     if self.epg {
-                        send(Msg::new().with("eventId", *id).with("method", "eventDelete"))
+                        send(
+                            Msg::new()
+                                .with("eventId", *id)
+                                .with("method", "eventDelete"),
+                        )
                     } else {
                         Vec::new()
                     }
                 }
             },
             Change::Dvr(ev) => match ev {
-                DvrEvent::EntryAdded(id) | DvrEvent::EntryUpdated(id) => match self.visible_entry(*id) {
-                    Some(e) => {
-                        let method = if matches!(ev, DvrEvent::EntryAdded(_)) { "dvrEntryAdd" } else { "dvrEntryUpdate" };
-                        send(Self::with_method(self.dvr_msg(&e), method))
+                DvrEvent::EntryAdded(id) | DvrEvent::EntryUpdated(id) => {
+                    match self.visible_entry(*id) {
+                        Some(e) => {
+                            let method = if matches!(ev, DvrEvent::EntryAdded(_)) {
+                                "dvrEntryAdd"
+                            } else {
+                                "dvrEntryUpdate"
+                            };
+                            send(Self::with_method(self.dvr_msg(&e), method))
+                        }
+                        None => Vec::new(),
                     }
-                    None => Vec::new(),
-                },
-                DvrEvent::EntryRemoved(id) => send(Msg::new().with("id", *id).with("method", "dvrEntryDelete")),
-                DvrEvent::AutorecAdded(id) | DvrEvent::AutorecUpdated(id) => match self.backend.autorec(id) {
-                    Some(a) if self.rule_visible(&a.owner) => {
-                        let method =
-                            if matches!(ev, DvrEvent::AutorecAdded(_)) { "autorecEntryAdd" } else { "autorecEntryUpdate" };
-                        send(Self::with_method(self.autorec_msg(&a), method))
-                    }
-                    _ => Vec::new(),
-                },
-                DvrEvent::AutorecRemoved(id) => {
-                    send(Msg::new().with("id", id.clone()).with("method", "autorecEntryDelete"))
                 }
-                DvrEvent::TimerecAdded(id) | DvrEvent::TimerecUpdated(id) => match self.backend.timerec(id) {
-                    Some(t) if self.rule_visible(&t.owner) => {
-                        let method =
-                            if matches!(ev, DvrEvent::TimerecAdded(_)) { "timerecEntryAdd" } else { "timerecEntryUpdate" };
-                        send(Self::with_method(self.timerec_msg(&t), method))
-                    }
-                    _ => Vec::new(),
-                },
-                DvrEvent::TimerecRemoved(id) => {
-                    send(Msg::new().with("id", id.clone()).with("method", "timerecEntryDelete"))
+                DvrEvent::EntryRemoved(id) => {
+                    send(Msg::new().with("id", *id).with("method", "dvrEntryDelete"))
                 }
+                DvrEvent::AutorecAdded(id) | DvrEvent::AutorecUpdated(id) => {
+                    match self.backend.autorec(id) {
+                        Some(a) if self.rule_visible(&a.owner) => {
+                            let method = if matches!(ev, DvrEvent::AutorecAdded(_)) {
+                                "autorecEntryAdd"
+                            } else {
+                                "autorecEntryUpdate"
+                            };
+                            send(Self::with_method(self.autorec_msg(&a), method))
+                        }
+                        _ => Vec::new(),
+                    }
+                }
+                DvrEvent::AutorecRemoved(id) => send(
+                    Msg::new()
+                        .with("id", id.clone())
+                        .with("method", "autorecEntryDelete"),
+                ),
+                DvrEvent::TimerecAdded(id) | DvrEvent::TimerecUpdated(id) => {
+                    match self.backend.timerec(id) {
+                        Some(t) if self.rule_visible(&t.owner) => {
+                            let method = if matches!(ev, DvrEvent::TimerecAdded(_)) {
+                                "timerecEntryAdd"
+                            } else {
+                                "timerecEntryUpdate"
+                            };
+                            send(Self::with_method(self.timerec_msg(&t), method))
+                        }
+                        _ => Vec::new(),
+                    }
+                }
+                DvrEvent::TimerecRemoved(id) => send(
+                    Msg::new()
+                        .with("id", id.clone())
+                        .with("method", "timerecEntryDelete"),
+                ),
             },
         }
     }
@@ -1055,19 +1251,30 @@ impl Session {
     // ------------------------------------------------------------ queries
 
     fn get_channel(&self, now: i64, req: &Msg) -> Reply {
-        let id = req.get_u32("channelId").ok_or_else(|| invalid("missing channelId"))?;
-        let ch = self.visible_channel(id).ok_or_else(|| err("Channel does not exist"))?;
+        let id = req
+            .get_u32("channelId")
+            .ok_or_else(|| invalid("missing channelId"))?;
+        let ch = self
+            .visible_channel(id)
+            .ok_or_else(|| err("Channel does not exist"))?;
         Ok(self.channel_msg(&ch, now))
     }
 
     fn get_event(&self, req: &Msg) -> Reply {
-        let id = req.get_u32("eventId").ok_or_else(|| invalid("missing eventId"))?;
-        let e = self.visible_event(id).ok_or_else(|| err("Event does not exist"))?;
+        let id = req
+            .get_u32("eventId")
+            .ok_or_else(|| invalid("missing eventId"))?;
+        let e = self
+            .visible_event(id)
+            .ok_or_else(|| err("Event does not exist"))?;
         Ok(self.event_msg(&e))
     }
 
     fn get_events(&self, now: i64, req: &Msg) -> Reply {
-        let limit = req.get_u32("numFollowing").filter(|n| *n > 0).map(|n| n as usize);
+        let limit = req
+            .get_u32("numFollowing")
+            .filter(|n| *n > 0)
+            .map(|n| n as usize);
         let max_time = req.get_s64("maxTime").filter(|t| *t > 0);
         let take = |evs: Vec<Arc<EpgEvent>>| -> Vec<Arc<EpgEvent>> {
             evs.into_iter()
@@ -1076,7 +1283,9 @@ impl Session {
                 .collect()
         };
         let events: Vec<Arc<EpgEvent>> = if let Some(eid) = req.get_u32("eventId") {
-            let first = self.visible_event(eid).ok_or_else(|| err("Event does not exist"))?;
+            let first = self
+                .visible_event(eid)
+                .ok_or_else(|| err("Event does not exist"))?;
             let mut evs = vec![first.clone()];
             evs.extend(
                 self.backend
@@ -1086,7 +1295,9 @@ impl Session {
             );
             take(evs)
         } else if let Some(cid) = req.get_u32("channelId") {
-            let ch = self.visible_channel(cid).ok_or_else(|| err("Channel does not exist"))?;
+            let ch = self
+                .visible_channel(cid)
+                .ok_or_else(|| err("Channel does not exist"))?;
             take(self.backend.events(ch.id, now, i64::MAX))
         } else {
             self.visible_channels()
@@ -1094,18 +1305,32 @@ impl Session {
                 .flat_map(|ch| take(self.backend.events(ch.id, i64::MIN, i64::MAX)))
                 .collect()
         };
-        let list: Vec<Value> = events.iter().map(|e| Value::Map(self.event_msg(e))).collect();
+        let list: Vec<Value> = events
+            .iter()
+            .map(|e| Value::Map(self.event_msg(e)))
+            .collect();
         Ok(Msg::new().with("events", list))
     }
 
     fn epg_query(&self, req: &Msg) -> Reply {
-        let query = req.get_str("query").ok_or_else(|| invalid("missing query"))?;
+        let query = req
+            .get_str("query")
+            .ok_or_else(|| invalid("missing query"))?;
         let channel = match req.get_u32("channelId") {
-            Some(c) => Some(self.visible_channel(c).ok_or_else(|| err("Channel does not exist"))?.id),
+            Some(c) => Some(
+                self.visible_channel(c)
+                    .ok_or_else(|| err("Channel does not exist"))?
+                    .id,
+            ),
             None => None,
         };
         let tag = match req.get_u32("tagId") {
-            Some(t) => Some(self.backend.tag(t).ok_or_else(|| err("Channel tag does not exist"))?.id),
+            Some(t) => Some(
+                self.backend
+                    .tag(t)
+                    .ok_or_else(|| err("Channel tag does not exist"))?
+                    .id,
+            ),
             None => None,
         };
         let content = req.get_u32("contentType");
@@ -1117,11 +1342,15 @@ impl Session {
             .search(&query)
             .into_iter()
             .filter(|e| {
-                let Some(ch) = self.visible_channel(e.channel_id) else { return false };
+                let Some(ch) = self.visible_channel(e.channel_id) else {
+                    return false;
+                };
                 let dur = e.stop.saturating_sub(e.start);
                 channel.is_none_or(|c| c == ch.id)
                     && tag.is_none_or(|t| ch.tags.contains(&t))
-                    && content.is_none_or(|c| content_type(&e.categories).is_some_and(|ct| ct & 0xf0 == c & 0xf0))
+                    && content.is_none_or(|c| {
+                        content_type(&e.categories).is_some_and(|ct| ct & 0xf0 == c & 0xf0)
+                    })
                     && min.is_none_or(|m| dur >= i64::from(m))
                     && max.is_none_or(|m| m == 0 || dur <= i64::from(m))
             })
@@ -1130,9 +1359,18 @@ impl Session {
             return Ok(Msg::new());
         }
         Ok(if full {
-            Msg::new().with("events", found.iter().map(|e| Value::Map(self.event_msg(e))).collect::<Vec<_>>())
+            Msg::new().with(
+                "events",
+                found
+                    .iter()
+                    .map(|e| Value::Map(self.event_msg(e)))
+                    .collect::<Vec<_>>(),
+            )
         } else {
-            Msg::new().with("eventIds", found.iter().map(|e| Value::from(e.id)).collect::<Vec<_>>())
+            Msg::new().with(
+                "eventIds",
+                found.iter().map(|e| Value::from(e.id)).collect::<Vec<_>>(),
+            )
         })
     }
 
@@ -1141,8 +1379,13 @@ impl Session {
         if req.get_u32("type").is_some_and(|t| t != 1) {
             return Err(err("Invalid EPG object request"));
         }
-        let e = self.visible_event(id).ok_or_else(|| err("Invalid EPG object request"))?;
-        let ch = self.backend.channel(e.channel_id).ok_or_else(|| err("Internal error"))?;
+        let e = self
+            .visible_event(id)
+            .ok_or_else(|| err("Invalid EPG object request"))?;
+        let ch = self
+            .backend
+            .channel(e.channel_id)
+            .ok_or_else(|| err("Internal error"))?;
         let lang = |s: &str| Msg::new().with("und", s);
         let mut m = Msg::new();
         m.add("id", e.id)
@@ -1165,13 +1408,17 @@ impl Session {
 
     fn get_ticket(&self, req: &Msg) -> Reply {
         let path = if let Some(cid) = req.get_u32("channelId") {
-            let ch = self.visible_channel(cid).ok_or_else(|| err("Channel not found"))?;
+            let ch = self
+                .visible_channel(cid)
+                .ok_or_else(|| err("Channel not found"))?;
             format!("/stream/channelid/{}", ch.id)
         } else if let Some(did) = req.get_u32("dvrId") {
             if !self.rights.dvr {
                 return Err(err("User does not have access"));
             }
-            let e = self.visible_entry(did).ok_or_else(|| err("DVR schedule does not exist"))?;
+            let e = self
+                .visible_entry(did)
+                .ok_or_else(|| err("DVR schedule does not exist"))?;
             format!("/dvrfile/{}", e.id)
         } else {
             return Err(invalid("missing channelId or dvrId"));
@@ -1217,7 +1464,10 @@ impl Session {
                 subscription_id: id,
                 channel_id: channel.id,
                 ninety_khz,
-                queue_depth: req.get_u32("queueDepth").filter(|d| *d > 0).unwrap_or(DEFAULT_QUEUE_DEPTH),
+                queue_depth: req
+                    .get_u32("queueDepth")
+                    .filter(|d| *d > 0)
+                    .unwrap_or(DEFAULT_QUEUE_DEPTH),
                 weight,
             }),
             Output::SendActivating {
@@ -1245,7 +1495,9 @@ impl Session {
     }
 
     fn sub_op(&mut self, req: &Msg, f: impl FnOnce(&mut Self, u32, &Msg) -> Reply) -> Reply {
-        let id = req.get_u32("subscriptionId").ok_or_else(|| invalid("missing subscriptionId"))?;
+        let id = req
+            .get_u32("subscriptionId")
+            .ok_or_else(|| invalid("missing subscriptionId"))?;
         if !self.subscriptions.contains_key(&id) {
             return Err(err("Subscription does not exist"));
         }
@@ -1285,7 +1537,9 @@ impl Session {
                 return Err(err("Event does not exist"));
             }
         } else {
-            let cid = new.channel_id.ok_or_else(|| invalid("missing channelId or eventId"))?;
+            let cid = new
+                .channel_id
+                .ok_or_else(|| invalid("missing channelId or eventId"))?;
             if self.visible_channel(cid).is_none() {
                 return Err(err("Channel does not exist"));
             }
@@ -1293,12 +1547,16 @@ impl Session {
                 return Err(invalid("missing start or stop"));
             }
             if new.title.as_deref().is_none_or(str::is_empty) {
-                return Err(Fail::Unsuccessful("Invalid arguments: missing title".into()));
+                return Err(Fail::Unsuccessful(
+                    "Invalid arguments: missing title".into(),
+                ));
             }
         }
         match self.backend.add_dvr_entry(new) {
             Ok(e) => Ok(Msg::new().with("id", e.id).with("success", 1i64)),
-            Err(DvrError::Invalid(what)) => Err(Fail::Unsuccessful(format!("Invalid arguments: {what}"))),
+            Err(DvrError::Invalid(what)) => {
+                Err(Fail::Unsuccessful(format!("Invalid arguments: {what}")))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "addDvrEntry failed");
                 Err(Fail::Unsuccessful("Could not add dvrEntry".into()))
@@ -1308,7 +1566,9 @@ impl Session {
 
     fn entry_id(&self, req: &Msg) -> Result<u32, Fail> {
         let id = req.get_u32("id").ok_or_else(|| invalid("missing id"))?;
-        self.visible_entry(id).map(|e| e.id).ok_or_else(|| err("DVR entry not found"))
+        self.visible_entry(id)
+            .map(|e| e.id)
+            .ok_or_else(|| err("DVR entry not found"))
     }
 
     fn update_dvr_entry(&self, req: &Msg) -> Reply {
@@ -1341,7 +1601,11 @@ impl Session {
         Ok(Msg::new().with("success", 1i64))
     }
 
-    fn dvr_op(&self, req: &Msg, f: impl FnOnce(&dyn Backend, u32) -> Result<(), DvrError>) -> Reply {
+    fn dvr_op(
+        &self,
+        req: &Msg,
+        f: impl FnOnce(&dyn Backend, u32) -> Result<(), DvrError>,
+    ) -> Reply {
         let id = self.entry_id(req)?;
         f(self.backend.as_ref(), id).map_err(dvr_fail)?;
         Ok(Msg::new().with("success", 1i64))
@@ -1352,7 +1616,9 @@ impl Session {
             None | Some(-1) => Ok(None),
             Some(c) => {
                 let c = u32::try_from(c).map_err(|_| invalid("bad channelId"))?;
-                self.visible_channel(c).map(|ch| Some(ch.id)).ok_or_else(|| err("Channel does not exist"))
+                self.visible_channel(c)
+                    .map(|ch| Some(ch.id))
+                    .ok_or_else(|| err("Channel does not exist"))
             }
         }
     }
@@ -1376,10 +1642,16 @@ impl Session {
         if let Some(c) = channel {
             a.channel_id = c;
         }
-        if let Some(v) = req.get_u32("minduration").or_else(|| req.get_u32("minDuration")) {
+        if let Some(v) = req
+            .get_u32("minduration")
+            .or_else(|| req.get_u32("minDuration"))
+        {
             a.min_duration = v;
         }
-        if let Some(v) = req.get_u32("maxduration").or_else(|| req.get_u32("maxDuration")) {
+        if let Some(v) = req
+            .get_u32("maxduration")
+            .or_else(|| req.get_u32("maxDuration"))
+        {
             a.max_duration = v;
         }
         if let Some(v) = req.get_u32("daysOfWeek") {
@@ -1438,7 +1710,12 @@ impl Session {
         let channel = self.rule_channel(req)?;
         let mut a = Autorec {
             owner: self.rights.username.clone().unwrap_or_default(),
-            creator: self.rights.username.clone().or_else(|| self.client_name.clone()).unwrap_or_default(),
+            creator: self
+                .rights
+                .username
+                .clone()
+                .or_else(|| self.client_name.clone())
+                .unwrap_or_default(),
             ..Autorec::default()
         };
         Self::apply_autorec_fields(req, &mut a, Some(channel));
@@ -1453,12 +1730,22 @@ impl Session {
 
     fn update_autorec(&self, req: &Msg) -> Reply {
         let id = req.get_str("id").ok_or_else(|| invalid("missing id"))?;
-        let Some(a) = self.backend.autorec(&id).filter(|a| self.rule_visible(&a.owner)) else {
+        let Some(a) = self
+            .backend
+            .autorec(&id)
+            .filter(|a| self.rule_visible(&a.owner))
+        else {
             return Err(err("Automatic schedule entry not found"));
         };
-        let channel = if req.contains("channelId") { Some(self.rule_channel(req)?) } else { None };
+        let channel = if req.contains("channelId") {
+            Some(self.rule_channel(req)?)
+        } else {
+            None
+        };
         let mut f = |x: &mut Autorec| Self::apply_autorec_fields(req, x, channel);
-        self.backend.update_autorec(&a.id, &mut f).map_err(dvr_fail)?;
+        self.backend
+            .update_autorec(&a.id, &mut f)
+            .map_err(dvr_fail)?;
         Ok(Msg::new().with("success", 1i64))
     }
 
@@ -1511,7 +1798,12 @@ impl Session {
         }
         let mut t = Timerec {
             owner: self.rights.username.clone().unwrap_or_default(),
-            creator: self.rights.username.clone().or_else(|| self.client_name.clone()).unwrap_or_default(),
+            creator: self
+                .rights
+                .username
+                .clone()
+                .or_else(|| self.client_name.clone())
+                .unwrap_or_default(),
             ..Timerec::default()
         };
         Self::apply_timerec_fields(req, &mut t, Some(channel));
@@ -1526,12 +1818,22 @@ impl Session {
 
     fn update_timerec(&self, req: &Msg) -> Reply {
         let id = req.get_str("id").ok_or_else(|| invalid("missing id"))?;
-        let Some(t) = self.backend.timerec(&id).filter(|t| self.rule_visible(&t.owner)) else {
+        let Some(t) = self
+            .backend
+            .timerec(&id)
+            .filter(|t| self.rule_visible(&t.owner))
+        else {
             return Err(err("Automatic time scheduler entry not found"));
         };
-        let channel = if req.contains("channelId") { Some(self.rule_channel(req)?) } else { None };
+        let channel = if req.contains("channelId") {
+            Some(self.rule_channel(req)?)
+        } else {
+            None
+        };
         let mut f = |x: &mut Timerec| Self::apply_timerec_fields(req, x, channel);
-        self.backend.update_timerec(&t.id, &mut f).map_err(dvr_fail)?;
+        self.backend
+            .update_timerec(&t.id, &mut f)
+            .map_err(dvr_fail)?;
         Ok(Msg::new().with("success", 1i64))
     }
 
@@ -1562,7 +1864,9 @@ impl Session {
 
     fn cutpoints(&self, req: &Msg) -> Reply {
         let id = req.get_u32("id").ok_or_else(|| invalid("missing id"))?;
-        let e = self.visible_entry(id).ok_or_else(|| err("DVR schedule not found"))?;
+        let e = self
+            .visible_entry(id)
+            .ok_or_else(|| err("DVR schedule not found"))?;
         match self.backend.cutpoints(e.id) {
             Ok(Some(list)) => Ok(Msg::new().with(
                 "cutpoints",
@@ -1591,19 +1895,32 @@ impl Session {
             .strip_prefix("dvr/")
             .or_else(|| path.strip_prefix("dvrfile/"))
             .ok_or_else(|| err("Unknown file"))?;
-        let dvr_id: u32 = id_text.parse().map_err(|_| err("DVR schedule does not exist"))?;
-        let e = self.visible_entry(dvr_id).ok_or_else(|| err("DVR schedule does not exist"))?;
+        let dvr_id: u32 = id_text
+            .parse()
+            .map_err(|_| err("DVR schedule does not exist"))?;
+        let e = self
+            .visible_entry(dvr_id)
+            .ok_or_else(|| err("DVR schedule does not exist"))?;
         if e.file.is_none() {
             return Err(err("DVR schedule does not have a file yet"));
         }
-        let mut handle = self.backend.open_recording(e.id).map_err(|_| err("Unable to open file"))?;
+        let mut handle = self
+            .backend
+            .open_recording(e.id)
+            .map_err(|_| err("Unable to open file"))?;
         let id = self.next_file_id;
         self.next_file_id = self.next_file_id.wrapping_add(1).max(1);
         let mut reply = Msg::new().with("id", id);
         if let Ok((size, mtime)) = handle.stat() {
             reply.add("size", size).add("mtime", mtime);
         }
-        self.files.insert(id, OpenFile { handle, dvr_id: e.id });
+        self.files.insert(
+            id,
+            OpenFile {
+                handle,
+                dvr_id: e.id,
+            },
+        );
         Ok(reply)
     }
 
@@ -1639,7 +1956,9 @@ impl Session {
         let f = self.file(req)?;
         let offset = offset.ok_or_else(|| err("Invalid parameters"))?;
         let pos = match whence.as_deref() {
-            None | Some("SEEK_SET") => std::io::SeekFrom::Start(u64::try_from(offset).map_err(|_| err("Seek error"))?),
+            None | Some("SEEK_SET") => {
+                std::io::SeekFrom::Start(u64::try_from(offset).map_err(|_| err("Seek error"))?)
+            }
             Some("SEEK_CUR") => std::io::SeekFrom::Current(offset),
             Some("SEEK_END") => std::io::SeekFrom::End(offset),
             Some(_) => return Err(err("Invalid parameters")),
@@ -1666,7 +1985,8 @@ impl Session {
         if playcount.is_none_or(|p| p >= 2_147_483_647) {
             self.backend.mark_played(f.dvr_id, None, position);
         } else if position.is_some() {
-            self.backend.mark_played(f.dvr_id, Some(2_147_483_646), position);
+            self.backend
+                .mark_played(f.dvr_id, Some(2_147_483_646), position);
         }
         Ok(Msg::new())
     }

@@ -47,8 +47,16 @@ impl Fake {
                 chan(2, "Two", vec![1, 2], Some("http://logo/x.png")),
             ]),
             tags: vec![
-                Arc::new(Tag { id: 1, name: "Demo".into(), icon: None }),
-                Arc::new(Tag { id: 2, name: "News".into(), icon: None }),
+                Arc::new(Tag {
+                    id: 1,
+                    name: "Demo".into(),
+                    icon: None,
+                }),
+                Arc::new(Tag {
+                    id: 2,
+                    name: "News".into(),
+                    icon: None,
+                }),
             ],
             events: vec![
                 ev(10, 1, NOW - 600, "Morning News"),
@@ -103,13 +111,21 @@ impl Backend for Fake {
     }
     fn search(&self, title: &str) -> Vec<Arc<EpgEvent>> {
         let t = title.to_lowercase();
-        self.events.iter().filter(|e| e.title.to_lowercase().contains(&t)).cloned().collect()
+        self.events
+            .iter()
+            .filter(|e| e.title.to_lowercase().contains(&t))
+            .cloned()
+            .collect()
     }
     fn utc_offset_minutes(&self, _now: i64) -> i32 {
         120
     }
     fn disk_space(&self) -> Option<DiskSpace> {
-        Some(DiskSpace { free: 10, used: 5, total: 15 })
+        Some(DiskSpace {
+            free: 10,
+            used: 5,
+            total: 15,
+        })
     }
     fn create_ticket(&self, _path: &str, _rights: &Rights) -> String {
         "ab".repeat(20)
@@ -144,7 +160,9 @@ fn closed() -> Session {
 fn sent(out: &[Output]) -> Vec<Msg> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send(m) | Output::SendActivating { msg: m, .. } | Output::SendSub { msg: m, .. } => Some(m),
+            Output::Send(m)
+            | Output::SendActivating { msg: m, .. }
+            | Output::SendSub { msg: m, .. } => Some(m),
             _ => None,
         })
         .map(|m| {
@@ -208,16 +226,35 @@ fn missing_and_unknown_methods() {
 fn hello_negotiates_and_keeps_its_challenge() {
     let mut s = open();
     let r = one(&mut s, m("hello").with("htspversion", 38i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Invalid arguments: missing clientname"));
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Invalid arguments: missing clientname")
+    );
     let r = one(&mut s, m("hello").with("clientname", "x"));
-    assert_eq!(r.get_str("error").as_deref(), Some("Invalid arguments: missing htspversion"));
-    let r = one(&mut s, m("hello").with("htspversion", 38i64).with("clientname", "Kodi"));
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Invalid arguments: missing htspversion")
+    );
+    let r = one(
+        &mut s,
+        m("hello")
+            .with("htspversion", 38i64)
+            .with("clientname", "Kodi"),
+    );
     assert_eq!(r.get_s64("htspversion"), Some(44));
     assert!(r.get_str("servername").is_some() && r.get_str("serverversion").is_some());
     assert_eq!(r.get_bin("challenge").unwrap().len(), 32);
-    assert!(r.get_list("servercapability").unwrap().is_empty(), "no timeshift capability");
+    assert!(
+        r.get_list("servercapability").unwrap().is_empty(),
+        "no timeshift capability"
+    );
     assert_eq!(s.version(), 38);
-    let r2 = one(&mut s, m("hello").with("htspversion", 50i64).with("clientname", "Kodi"));
+    let r2 = one(
+        &mut s,
+        m("hello")
+            .with("htspversion", 50i64)
+            .with("clientname", "Kodi"),
+    );
     assert_eq!(r.get_bin("challenge"), r2.get_bin("challenge"));
     assert_eq!(s.version(), 44);
 }
@@ -225,7 +262,13 @@ fn hello_negotiates_and_keeps_its_challenge() {
 #[test]
 fn hello_reply_matches_example_c() {
     let mut s = open();
-    let mut r = one(&mut s, m("hello").with("htspversion", 44i64).with("clientname", "x").with("seq", 1i64));
+    let mut r = one(
+        &mut s,
+        m("hello")
+            .with("htspversion", 44i64)
+            .with("clientname", "x")
+            .with("seq", 1i64),
+    );
     r.set("serverversion", "0.1.0");
     assert_eq!(
         crate::wire::hex(&crate::wire::encode_frame(&r)),
@@ -241,19 +284,33 @@ fn auth(user: &str, password: &str) -> Msg {
 
 #[test]
 fn digest_vector() {
-    assert_eq!(crate::wire::hex(&digest("secret", &challenge())), "470e797136d0d56df28783dde96302ea3a8e18ac");
-    assert_eq!(crate::wire::hex(&digest("", &challenge())), "ae5bd8efea5322c4d9986d06680a781392f9a642");
+    assert_eq!(
+        crate::wire::hex(&digest("secret", &challenge())),
+        "470e797136d0d56df28783dde96302ea3a8e18ac"
+    );
+    assert_eq!(
+        crate::wire::hex(&digest("", &challenge())),
+        "ae5bd8efea5322c4d9986d06680a781392f9a642"
+    );
 }
 
 #[test]
 fn authenticate_right_and_wrong() {
     let mut s = closed();
-    one(&mut s, m("hello").with("htspversion", 38i64).with("clientname", "Kodi"));
+    one(
+        &mut s,
+        m("hello")
+            .with("htspversion", 38i64)
+            .with("clientname", "Kodi"),
+    );
     let out = s.handle(NOW, &auth("kodi", "wrong"));
     assert_eq!(out.first(), Some(&Output::Pause(NOACCESS_DELAY)));
     assert_eq!(sent(&out)[0].get_s64("noaccess"), Some(1));
     // Privilege failure: delayed noaccess.
-    let out = s.handle(NOW, &m("getChannel").with("channelId", 1i64).with("seq", 4i64));
+    let out = s.handle(
+        NOW,
+        &m("getChannel").with("channelId", 1i64).with("seq", 4i64),
+    );
     assert_eq!(out.first(), Some(&Output::Pause(NOACCESS_DELAY)));
     let r = &sent(&out)[0];
     assert_eq!(r.get_s64("noaccess"), Some(1));
@@ -261,7 +318,15 @@ fn authenticate_right_and_wrong() {
 
     let r = one(&mut s, auth("kodi", "secret"));
     for f in [
-        "admin", "streaming", "dvr", "faileddvr", "anonymous", "limitall", "limitdvr", "limitstreaming", "uilevel",
+        "admin",
+        "streaming",
+        "dvr",
+        "faileddvr",
+        "anonymous",
+        "limitall",
+        "limitdvr",
+        "limitstreaming",
+        "uilevel",
         "uilanguage",
     ] {
         assert!(r.contains(f), "missing {f}");
@@ -273,7 +338,12 @@ fn authenticate_right_and_wrong() {
 #[test]
 fn authenticate_reply_is_empty_before_26() {
     let mut s = closed();
-    one(&mut s, m("hello").with("htspversion", 25i64).with("clientname", "old"));
+    one(
+        &mut s,
+        m("hello")
+            .with("htspversion", 25i64)
+            .with("clientname", "old"),
+    );
     let r = one(&mut s, auth("kodi", "secret"));
     assert!(r.fields.is_empty());
 }
@@ -284,17 +354,32 @@ fn empty_username_keeps_address_rights() {
     let out = s.handle(NOW, &auth("", ""));
     assert!(!out.contains(&Output::Pause(NOACCESS_DELAY)));
     assert_eq!(sent(&out)[0].get_s64("streaming"), Some(1));
-    let out = s.handle(NOW, &m("subscribe").with("subscriptionId", 1i64).with("channelId", 1i64));
+    let out = s.handle(
+        NOW,
+        &m("subscribe")
+            .with("subscriptionId", 1i64)
+            .with("channelId", 1i64),
+    );
     assert!(matches!(out[0], Output::Subscribe(_)));
 }
 
 #[test]
 fn per_request_credentials_elevate() {
     let mut s = closed();
-    let mut req = m("subscribe").with("subscriptionId", 3i64).with("channelId", 2i64);
-    req.add("username", "kodi").add("digest", digest("secret", &challenge()).to_vec());
+    let mut req = m("subscribe")
+        .with("subscriptionId", 3i64)
+        .with("channelId", 2i64);
+    req.add("username", "kodi")
+        .add("digest", digest("secret", &challenge()).to_vec());
     let out = s.handle(NOW, &req);
-    assert!(matches!(out[0], Output::Subscribe(SubscribeParams { subscription_id: 3, channel_id: 2, .. })));
+    assert!(matches!(
+        out[0],
+        Output::Subscribe(SubscribeParams {
+            subscription_id: 3,
+            channel_id: 2,
+            ..
+        })
+    ));
     // and later requests keep the rights
     assert!(one(&mut s, m("getChannel").with("channelId", 1i64)).contains("channelName"));
 }
@@ -311,34 +396,69 @@ fn dvr_methods_need_the_dvr_right() {
 }
 
 fn methods(msgs: &[Msg]) -> Vec<String> {
-    msgs.iter().map(|m| m.get_str("method").unwrap_or_default()).collect()
+    msgs.iter()
+        .map(|m| m.get_str("method").unwrap_or_default())
+        .collect()
 }
 
 #[test]
 fn initial_sync_order() {
     let mut s = open();
-    let out = s.handle(NOW, &m("enableAsyncMetadata").with("epg", 1i64).with("seq", 5i64));
+    let out = s.handle(
+        NOW,
+        &m("enableAsyncMetadata").with("epg", 1i64).with("seq", 5i64),
+    );
     let msgs = sent(&out);
     assert_eq!(msgs[0].get_s64("seq"), Some(5));
     assert!(!msgs[0].contains("method"));
     let ms = methods(&msgs[1..]);
-    let order = ["tagAdd", "channelAdd", "tagUpdate", "autorecEntryAdd", "timerecEntryAdd", "dvrEntryAdd", "eventAdd", "initialSyncCompleted"];
+    let order = [
+        "tagAdd",
+        "channelAdd",
+        "tagUpdate",
+        "autorecEntryAdd",
+        "timerecEntryAdd",
+        "dvrEntryAdd",
+        "eventAdd",
+        "initialSyncCompleted",
+    ];
     let rank = |m: &str| order.iter().position(|o| *o == m).unwrap();
     assert!(ms.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])), "{ms:?}");
-    assert_eq!(ms.iter().filter(|m| *m == "initialSyncCompleted").count(), 1);
+    assert_eq!(
+        ms.iter().filter(|m| *m == "initialSyncCompleted").count(),
+        1
+    );
     assert_eq!(ms.last().map(String::as_str), Some("initialSyncCompleted"));
     assert_eq!(ms.iter().filter(|m| *m == "eventAdd").count(), 5);
     for msg in &msgs[1..] {
         assert!(!msg.contains("seq") && !msg.contains("subscriptionId"));
     }
-    for t in msgs.iter().filter(|m| m.get_str("method").as_deref() == Some("tagAdd")) {
+    for t in msgs
+        .iter()
+        .filter(|m| m.get_str("method").as_deref() == Some("tagAdd"))
+    {
         assert!(!t.contains("members"));
     }
-    for t in msgs.iter().filter(|m| m.get_str("method").as_deref() == Some("tagUpdate")) {
+    for t in msgs
+        .iter()
+        .filter(|m| m.get_str("method").as_deref() == Some("tagUpdate"))
+    {
         assert!(t.contains("members"));
     }
-    for c in msgs.iter().filter(|m| m.get_str("method").as_deref() == Some("channelAdd")) {
-        for f in ["channelId", "channelIdStr", "channelNumber", "channelName", "eventId", "nextEventId", "services", "tags"] {
+    for c in msgs
+        .iter()
+        .filter(|m| m.get_str("method").as_deref() == Some("channelAdd"))
+    {
+        for f in [
+            "channelId",
+            "channelIdStr",
+            "channelNumber",
+            "channelName",
+            "eventId",
+            "nextEventId",
+            "services",
+            "tags",
+        ] {
             assert!(c.contains(f), "{f}");
         }
         assert_eq!(c.get_str("channelIdStr").unwrap().len(), 32);
@@ -346,11 +466,20 @@ fn initial_sync_order() {
         let Value::Map(svc) = &svc[0] else { panic!() };
         assert!(svc.contains("name") && svc.contains("type") && svc.get_s64("content") == Some(1));
     }
-    let one_ch = msgs.iter().find(|m| m.get_s64("channelId") == Some(1) && m.contains("channelName")).unwrap();
+    let one_ch = msgs
+        .iter()
+        .find(|m| m.get_s64("channelId") == Some(1) && m.contains("channelName"))
+        .unwrap();
     assert_eq!(one_ch.get_s64("eventId"), Some(10));
     assert_eq!(one_ch.get_s64("nextEventId"), Some(11));
-    assert_eq!(one_ch.get_str("channelIcon").as_deref(), Some("imagecache/7"));
-    for e in msgs.iter().filter(|m| m.get_str("method").as_deref() == Some("eventAdd")) {
+    assert_eq!(
+        one_ch.get_str("channelIcon").as_deref(),
+        Some("imagecache/7")
+    );
+    for e in msgs
+        .iter()
+        .filter(|m| m.get_str("method").as_deref() == Some("eventAdd"))
+    {
         for f in ["eventId", "channelId", "start", "stop"] {
             assert!(e.contains(f));
         }
@@ -370,10 +499,23 @@ fn no_epg_then_epg_later_without_second_sync() {
 #[test]
 fn epg_max_time_limits_the_window() {
     let mut s = open();
-    let msgs = sent(&s.handle(NOW, &m("enableAsyncMetadata").with("epg", 1i64).with("epgMaxTime", NOW + 3600)));
-    let evs: Vec<_> = msgs.iter().filter(|m| m.get_str("method").as_deref() == Some("eventAdd")).collect();
+    let msgs = sent(
+        &s.handle(
+            NOW,
+            &m("enableAsyncMetadata")
+                .with("epg", 1i64)
+                .with("epgMaxTime", NOW + 3600),
+        ),
+    );
+    let evs: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.get_str("method").as_deref() == Some("eventAdd"))
+        .collect();
     assert_eq!(evs.len(), 4);
-    assert!(evs.iter().all(|e| e.get_s64("start").unwrap() <= NOW + 3600));
+    assert!(
+        evs.iter()
+            .all(|e| e.get_s64("start").unwrap() <= NOW + 3600)
+    );
     // The window moves: the far event arrives later.
     let later = sent(&s.tick(NOW + 7200 * 3));
     assert_eq!(later.len(), 1);
@@ -383,20 +525,43 @@ fn epg_max_time_limits_the_window() {
 #[test]
 fn old_clients_get_collapsed_texts_and_old_icon_form() {
     let mut s = open();
-    one(&mut s, m("hello").with("htspversion", 14i64).with("clientname", "old"));
+    one(
+        &mut s,
+        m("hello")
+            .with("htspversion", 14i64)
+            .with("clientname", "old"),
+    );
     let r = one(&mut s, m("getChannel").with("channelId", 1i64));
     assert_eq!(r.get_str("channelIcon").as_deref(), Some("/imagecache/7"));
     let r = one(&mut s, m("getChannel").with("channelId", 2i64));
-    assert_eq!(r.get_str("channelIcon").as_deref(), Some("http://logo/x.png"));
+    assert_eq!(
+        r.get_str("channelIcon").as_deref(),
+        Some("http://logo/x.png")
+    );
     let r = one(&mut s, m("getEvent").with("eventId", 10i64));
-    assert_eq!(r.get_str("description").as_deref(), Some("About Morning News"));
+    assert_eq!(
+        r.get_str("description").as_deref(),
+        Some("About Morning News")
+    );
 }
 
 #[test]
 fn live_changes() {
     let fake = Fake::new();
-    let mut s = Session::new(fake.clone(), challenge(), Rights { streaming: true, dvr: true, ..Rights::default() });
-    assert!(s.on_change(NOW, &Change::Yard(YardEvent::ChannelUpdated(1))).is_empty(), "not async yet");
+    let mut s = Session::new(
+        fake.clone(),
+        challenge(),
+        Rights {
+            streaming: true,
+            dvr: true,
+            ..Rights::default()
+        },
+    );
+    assert!(
+        s.on_change(NOW, &Change::Yard(YardEvent::ChannelUpdated(1)))
+            .is_empty(),
+        "not async yet"
+    );
     s.handle(NOW, &m("enableAsyncMetadata").with("epg", 1i64));
     let r = sent(&s.on_change(NOW, &Change::Yard(YardEvent::ChannelUpdated(1))));
     assert_eq!(r.len(), 1);
@@ -416,7 +581,10 @@ fn channel_tags_limit_what_a_user_sees() {
     let mut s = closed();
     one(&mut s, auth("news", "pw"));
     let r = one(&mut s, m("getChannel").with("channelId", 1i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Channel does not exist"));
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Channel does not exist")
+    );
     assert!(one(&mut s, m("getChannel").with("channelId", 2i64)).contains("channelName"));
     let msgs = sent(&s.handle(NOW, &m("enableAsyncMetadata")));
     let ms = methods(&msgs[1..]);
@@ -428,13 +596,24 @@ fn channel_tags_limit_what_a_user_sees() {
 fn queries() {
     let mut s = open();
     let r = one(&mut s, m("getChannel"));
-    assert_eq!(r.get_str("error").as_deref(), Some("Invalid arguments: missing channelId"));
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Invalid arguments: missing channelId")
+    );
     let r = one(&mut s, m("getChannel").with("channelId", 99i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Channel does not exist"));
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Channel does not exist")
+    );
     let r = one(&mut s, m("getEvent").with("eventId", 999i64));
     assert_eq!(r.get_str("error").as_deref(), Some("Event does not exist"));
 
-    let r = one(&mut s, m("getEvents").with("channelId", 1i64).with("numFollowing", 3i64));
+    let r = one(
+        &mut s,
+        m("getEvents")
+            .with("channelId", 1i64)
+            .with("numFollowing", 3i64),
+    );
     let evs = r.get_list("events").unwrap();
     assert_eq!(evs.len(), 3);
     let Value::Map(first) = &evs[0] else { panic!() };
@@ -447,7 +626,10 @@ fn queries() {
     assert_eq!(ids, vec![Value::S64(10), Value::S64(12)]);
     let r = one(&mut s, m("epgQuery").with("query", "zzz").with("seq", 1i64));
     assert_eq!(r.fields.len(), 1, "only seq: {r:?}");
-    let r = one(&mut s, m("epgQuery").with("query", "film").with("full", 1i64));
+    let r = one(
+        &mut s,
+        m("epgQuery").with("query", "film").with("full", 1i64),
+    );
     assert_eq!(r.get_list("events").unwrap().len(), 1);
     let r = one(&mut s, m("epgQuery"));
     assert!(r.get_str("error").unwrap().contains("query"));
@@ -456,13 +638,20 @@ fn queries() {
     for f in ["id", "tp", "up", "start", "stop", "ch", "tit"] {
         assert!(r.contains(f), "{f}");
     }
-    assert_eq!(r.get_map("tit").unwrap().get_str("und").as_deref(), Some("Morning News"));
+    assert_eq!(
+        r.get_map("tit").unwrap().get_str("und").as_deref(),
+        Some("Morning News")
+    );
 
     let r = one(&mut s, m("getDiskSpace"));
-    assert!(r.contains("freediskspace") && r.contains("useddiskspace") && r.contains("totaldiskspace"));
+    assert!(
+        r.contains("freediskspace") && r.contains("useddiskspace") && r.contains("totaldiskspace")
+    );
 
     let r = one(&mut s, m("getProfiles"));
-    let Value::Map(p) = &r.get_list("profiles").unwrap()[0] else { panic!() };
+    let Value::Map(p) = &r.get_list("profiles").unwrap()[0] else {
+        panic!()
+    };
     assert_eq!(p.get_str("name").as_deref(), Some("htsp"));
     assert_eq!(p.get_str("uuid").unwrap().len(), 32);
 
@@ -474,46 +663,140 @@ fn queries() {
     let resp = r.get_map("response").unwrap();
     assert_eq!(resp.get_s64("api_version"), Some(19));
     assert!(resp.get_list("capabilities").is_some());
-    assert!(one(&mut s, m("api").with("path", "no/such").with("seq", 1i64)).fields.len() == 1);
+    assert!(
+        one(&mut s, m("api").with("path", "no/such").with("seq", 1i64))
+            .fields
+            .len()
+            == 1
+    );
     assert!(one(&mut s, m("api")).contains("error"));
 }
 
 #[test]
 fn subscription_controls() {
     let mut s = open();
-    let r = one(&mut s, m("subscribe").with("subscriptionId", 1i64).with("channelId", 99i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Channel does not exist"));
+    let r = one(
+        &mut s,
+        m("subscribe")
+            .with("subscriptionId", 1i64)
+            .with("channelId", 99i64),
+    );
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Channel does not exist")
+    );
     let r = one(&mut s, m("subscribe").with("channelId", 1i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Invalid arguments: missing subscriptionId"));
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Invalid arguments: missing subscriptionId")
+    );
 
-    let out = s.handle(NOW, &m("subscribe").with("subscriptionId", 1i64).with("channelId", 1i64).with("90khz", 1i64).with("seq", 3i64));
-    let Output::Subscribe(p) = &out[0] else { panic!("{out:?}") };
+    let out = s.handle(
+        NOW,
+        &m("subscribe")
+            .with("subscriptionId", 1i64)
+            .with("channelId", 1i64)
+            .with("90khz", 1i64)
+            .with("seq", 3i64),
+    );
+    let Output::Subscribe(p) = &out[0] else {
+        panic!("{out:?}")
+    };
     assert!(p.ninety_khz);
     assert_eq!(p.queue_depth, DEFAULT_QUEUE_DEPTH);
-    let Output::SendActivating { msg, subscription_id: 1 } = &out[1] else { panic!() };
+    let Output::SendActivating {
+        msg,
+        subscription_id: 1,
+    } = &out[1]
+    else {
+        panic!()
+    };
     assert_eq!(msg.get_s64("90khz"), Some(1));
     assert_eq!(msg.get_s64("normts"), Some(1));
     assert_eq!(msg.get_s64("seq"), Some(3));
-    let r = one(&mut s, m("subscribe").with("subscriptionId", 1i64).with("channelId", 2i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Subscription already exists"));
+    let r = one(
+        &mut s,
+        m("subscribe")
+            .with("subscriptionId", 1i64)
+            .with("channelId", 2i64),
+    );
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Subscription already exists")
+    );
 
-    for method in ["subscriptionChangeWeight", "subscriptionSpeed", "subscriptionSkip", "subscriptionFilterStream"] {
-        let r = one(&mut s, m(method).with("subscriptionId", 42i64).with("speed", 100i64).with("time", 0i64));
-        assert_eq!(r.get_str("error").as_deref(), Some("Subscription does not exist"), "{method}");
+    for method in [
+        "subscriptionChangeWeight",
+        "subscriptionSpeed",
+        "subscriptionSkip",
+        "subscriptionFilterStream",
+    ] {
+        let r = one(
+            &mut s,
+            m(method)
+                .with("subscriptionId", 42i64)
+                .with("speed", 100i64)
+                .with("time", 0i64),
+        );
+        assert_eq!(
+            r.get_str("error").as_deref(),
+            Some("Subscription does not exist"),
+            "{method}"
+        );
     }
-    let r = one(&mut s, m("subscriptionSeek").with("subscriptionId", 1i64).with("time", 5i64).with("absolute", 1i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Timeshift not available"));
-    let r = one(&mut s, m("subscriptionSpeed").with("subscriptionId", 1i64).with("speed", 0i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("Timeshift not available"));
-    let out = s.handle(NOW, &m("subscriptionSpeed").with("subscriptionId", 1i64).with("speed", 100i64));
+    let r = one(
+        &mut s,
+        m("subscriptionSeek")
+            .with("subscriptionId", 1i64)
+            .with("time", 5i64)
+            .with("absolute", 1i64),
+    );
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Timeshift not available")
+    );
+    let r = one(
+        &mut s,
+        m("subscriptionSpeed")
+            .with("subscriptionId", 1i64)
+            .with("speed", 0i64),
+    );
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Timeshift not available")
+    );
+    let out = s.handle(
+        NOW,
+        &m("subscriptionSpeed")
+            .with("subscriptionId", 1i64)
+            .with("speed", 100i64),
+    );
     let msgs = sent(&out);
     assert!(msgs[0].fields.is_empty());
-    assert_eq!(msgs[1].get_str("method").as_deref(), Some("subscriptionSpeed"));
+    assert_eq!(
+        msgs[1].get_str("method").as_deref(),
+        Some("subscriptionSpeed")
+    );
     assert_eq!(msgs[1].get_s64("speed"), Some(100));
-    assert!(matches!(out[1], Output::SendSub { subscription_id: 1, .. }));
+    assert!(matches!(
+        out[1],
+        Output::SendSub {
+            subscription_id: 1,
+            ..
+        }
+    ));
 
-    let out = s.handle(NOW, &m("subscriptionFilterStream").with("subscriptionId", 1i64).with("disable", vec![Value::S64(2)]));
-    assert!(out.contains(&Output::FilterStreams { subscription_id: 1, enable: vec![], disable: vec![2] }));
+    let out = s.handle(
+        NOW,
+        &m("subscriptionFilterStream")
+            .with("subscriptionId", 1i64)
+            .with("disable", vec![Value::S64(2)]),
+    );
+    assert!(out.contains(&Output::FilterStreams {
+        subscription_id: 1,
+        enable: vec![],
+        disable: vec![2]
+    }));
 
     let r = one(&mut s, m("unsubscribe").with("subscriptionId", 77i64));
     assert!(r.fields.is_empty());
@@ -524,13 +807,32 @@ fn subscription_controls() {
 #[test]
 fn dvr_errors_without_entries() {
     let mut s = open();
-    for method in ["updateDvrEntry", "stopDvrEntry", "cancelDvrEntry", "deleteDvrEntry"] {
+    for method in [
+        "updateDvrEntry",
+        "stopDvrEntry",
+        "cancelDvrEntry",
+        "deleteDvrEntry",
+    ] {
         let r = one(&mut s, m(method).with("id", 5i64));
-        assert_eq!(r.get_str("error").as_deref(), Some("DVR entry not found"), "{method}");
+        assert_eq!(
+            r.get_str("error").as_deref(),
+            Some("DVR entry not found"),
+            "{method}"
+        );
         let r = one(&mut s, m(method));
-        assert_eq!(r.get_str("error").as_deref(), Some("Invalid arguments: missing id"), "{method}");
+        assert_eq!(
+            r.get_str("error").as_deref(),
+            Some("Invalid arguments: missing id"),
+            "{method}"
+        );
     }
-    let r = one(&mut s, m("addDvrEntry").with("channelId", 1i64).with("start", NOW).with("stop", NOW + 60));
+    let r = one(
+        &mut s,
+        m("addDvrEntry")
+            .with("channelId", 1i64)
+            .with("start", NOW)
+            .with("stop", NOW + 60),
+    );
     assert!(r.get_str("error").unwrap().contains("title"));
     assert_eq!(r.get_s64("success"), Some(0));
     let r = one(&mut s, m("fileRead").with("id", 3i64).with("size", 10i64));
@@ -538,12 +840,18 @@ fn dvr_errors_without_entries() {
     let r = one(&mut s, m("fileOpen").with("file", "/etc/passwd"));
     assert_eq!(r.get_str("error").as_deref(), Some("Unknown file"));
     let r = one(&mut s, m("getDvrCutpoints").with("id", 1i64));
-    assert_eq!(r.get_str("error").as_deref(), Some("DVR schedule not found"));
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("DVR schedule not found")
+    );
 }
 
 #[test]
 fn content_types() {
     assert_eq!(content_type(&["News".into()]), Some(0x20));
-    assert_eq!(content_type(&["Unknown".into(), "Movie".into()]), Some(0x10));
+    assert_eq!(
+        content_type(&["Unknown".into(), "Movie".into()]),
+        Some(0x10)
+    );
     assert_eq!(content_type(&[]), None);
 }

@@ -56,8 +56,14 @@ pub fn codec_name(codec: Codec) -> Option<&'static str> {
 
 /// The sampling-frequency index HTSP sends as `rate` (§8.2).
 pub fn rate_index(hz: u32) -> Option<u32> {
-    const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
-    RATES.iter().position(|r| *r == hz).map(|i| i as u32).filter(|i| *i != 0)
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    RATES
+        .iter()
+        .position(|r| *r == hz)
+        .map(|i| i as u32)
+        .filter(|i| *i != 0)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -128,7 +134,9 @@ impl StreamConverter {
     }
 
     fn base(&self, method: &str) -> Msg {
-        Msg::new().with("method", method).with("subscriptionId", self.id)
+        Msg::new()
+            .with("method", method)
+            .with("subscriptionId", self.id)
     }
 
     /// `enable` is applied before `disable` (§6.23).
@@ -154,7 +162,10 @@ impl StreamConverter {
     fn ready(p: &Program) -> bool {
         match Self::first_video(p) {
             Some(v) => matches!(&v.params, TrackParams::Video(vp) if vp.width > 0 && vp.height > 0),
-            None => p.tracks.iter().any(|t| t.codec.is_audio() && !matches!(t.params, TrackParams::None)),
+            None => p
+                .tracks
+                .iter()
+                .any(|t| t.codec.is_audio() && !matches!(t.params, TrackParams::None)),
         }
     }
 
@@ -171,11 +182,19 @@ impl StreamConverter {
     pub fn on_program(&mut self, p: Arc<Program>) -> Vec<StreamOut> {
         let mut out = Vec::new();
         let changed_tracks = self.program.as_ref().is_some_and(|old| {
-            let key = |p: &Program| p.tracks.iter().map(|t| (t.pid, t.codec)).collect::<Vec<_>>();
+            let key = |p: &Program| {
+                p.tracks
+                    .iter()
+                    .map(|t| (t.pid, t.codec))
+                    .collect::<Vec<_>>()
+            };
             key(old) != key(&p)
         });
         if self.started && changed_tracks {
-            out.push(StreamOut::Msg(self.base("subscriptionStop").with("status", "Source reconfigured")));
+            out.push(StreamOut::Msg(
+                self.base("subscriptionStop")
+                    .with("status", "Source reconfigured"),
+            ));
             self.started = false;
         }
         self.program = Some(p);
@@ -216,10 +235,19 @@ impl StreamConverter {
     fn start_msg(&mut self, p: &Program) -> Msg {
         let mut metas = Vec::new();
         let mut streams = Vec::new();
-        let tracks: Vec<Track> = p.tracks.iter().filter(|t| Self::deliverable(t)).cloned().collect();
+        let tracks: Vec<Track> = p
+            .tracks
+            .iter()
+            .filter(|t| Self::deliverable(t))
+            .cloned()
+            .collect();
         for t in &tracks {
-            let Some(name) = codec_name(t.codec) else { continue };
-            let mut s = Msg::new().with("index", self.index_of(t.pid)).with("type", name);
+            let Some(name) = codec_name(t.codec) else {
+                continue;
+            };
+            let mut s = Msg::new()
+                .with("index", self.index_of(t.pid))
+                .with("type", name);
             if let Some(lang) = &t.language {
                 s.add("language", lang.clone());
             }
@@ -282,22 +310,34 @@ impl StreamConverter {
             }
         }
         m.add("sourceinfo", si);
-        m.add("method", "subscriptionStart").add("subscriptionId", self.id);
+        m.add("method", "subscriptionStart")
+            .add("subscriptionId", self.id);
         m
     }
 
     pub fn on_frame(&mut self, f: &Frame) -> Vec<StreamOut> {
         let mut out = Vec::new();
-        let Some(p) = self.program.clone() else { return out };
-        let Some(track) = p.track(f.pid) else { return out };
+        let Some(p) = self.program.clone() else {
+            return out;
+        };
+        let Some(track) = p.track(f.pid) else {
+            return out;
+        };
         if !Self::deliverable(track) {
             return out;
         }
         let is_video = track.codec.is_video();
-        let Some(dts_in) = f.dts.or(f.pts) else { return out };
+        let Some(dts_in) = f.dts.or(f.pts) else {
+            return out;
+        };
         if !self.started {
             let has_video = Self::first_video(&p).is_some();
-            let can_start = Self::ready(&p) && if has_video { is_video && f.is_key() } else { track.codec.is_audio() };
+            let can_start = Self::ready(&p)
+                && if has_video {
+                    is_video && f.is_key()
+                } else {
+                    track.codec.is_audio()
+                };
             if !can_start {
                 return out;
             }
@@ -319,16 +359,25 @@ impl StreamConverter {
             self.started = true;
             self.stopped = false;
         }
-        let Some(mut reference) = self.reference else { return out };
+        let Some(mut reference) = self.reference else {
+            return out;
+        };
         // Discontinuity in this stream's input: re-anchor so output continues.
         if let Some(prev) = self.last_in.get(&f.pid)
             && (dts_in - prev).abs() > DISCONTINUITY
         {
-            let prev_out = self.last_out.get(&f.pid).copied().unwrap_or(self.high_water);
+            let prev_out = self
+                .last_out
+                .get(&f.pid)
+                .copied()
+                .unwrap_or(self.high_water);
             let step = i64::from(f.duration.unwrap_or(0));
             reference = dts_in - (prev_out + step);
             self.reference = Some(reference);
-            tracing::debug!(subscription = self.id, "timestamp discontinuity; re-anchored");
+            tracing::debug!(
+                subscription = self.id,
+                "timestamp discontinuity; re-anchored"
+            );
         }
         self.last_in.insert(f.pid, dts_in);
         let dts = dts_in - reference;
@@ -346,7 +395,9 @@ impl StreamConverter {
             return out;
         }
         let duration = f.duration.map(i64::from).or_else(|| {
-            let TrackParams::Video(v) = &track.params else { return None };
+            let TrackParams::Video(v) = &track.params else {
+                return None;
+            };
             v.frame_rate
                 .filter(|(n, d)| *n > 0 && *d > 0)
                 .map(|(n, d)| 90_000 * i64::from(d) / i64::from(n))
@@ -404,7 +455,9 @@ mod tests {
                         height: 360,
                         frame_rate: Some((25, 1)),
                         aspect: Some((1, 1)),
-                        parameter_sets: Bytes::from_static(&[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2]),
+                        parameter_sets: Bytes::from_static(&[
+                            0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2,
+                        ]),
                     }),
                 },
                 Track {
@@ -445,13 +498,28 @@ mod tests {
     #[test]
     fn start_waits_for_keyframe_and_carries_streams() {
         let mut c = StreamConverter::new(7, false, SourceInfo::default());
-        assert!(c.on_frame(&frame(256, 1_000_000, FrameKind::Key)).is_empty(), "no program yet");
+        assert!(
+            c.on_frame(&frame(256, 1_000_000, FrameKind::Key))
+                .is_empty(),
+            "no program yet"
+        );
         c.on_program(program());
-        assert!(c.on_frame(&frame(257, 1_000_000, FrameKind::Audio)).is_empty());
-        assert!(c.on_frame(&frame(256, 1_003_600, FrameKind::Predicted)).is_empty());
+        assert!(
+            c.on_frame(&frame(257, 1_000_000, FrameKind::Audio))
+                .is_empty()
+        );
+        assert!(
+            c.on_frame(&frame(256, 1_003_600, FrameKind::Predicted))
+                .is_empty()
+        );
         let out = c.on_frame(&frame(256, 1_007_200, FrameKind::Key));
-        let StreamOut::Msg(start) = &out[0] else { panic!() };
-        assert_eq!(start.get_str("method").as_deref(), Some("subscriptionStart"));
+        let StreamOut::Msg(start) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(
+            start.get_str("method").as_deref(),
+            Some("subscriptionStart")
+        );
         assert_eq!(start.fields[0].0, "meta");
         assert_eq!(&start.get_bin("meta").unwrap()[..4], &[0, 0, 0, 1]);
         let streams = start.get_list("streams").unwrap();
@@ -460,14 +528,21 @@ mod tests {
         assert_eq!(v.get_s64("width"), Some(640));
         assert_eq!(v.get_s64("height"), Some(360));
         assert_eq!(v.get_s64("duration"), Some(40000));
-        assert_eq!((v.get_s64("aspect_num"), v.get_s64("aspect_den")), (Some(16), Some(9)));
+        assert_eq!(
+            (v.get_s64("aspect_num"), v.get_s64("aspect_den")),
+            (Some(16), Some(9))
+        );
         let Value::Map(a) = &streams[1] else { panic!() };
         assert_eq!(a.get_str("type").as_deref(), Some("AAC"));
         assert_eq!(a.get_s64("rate"), Some(3));
         assert!(a.contains("audio_type") && a.contains("rds_uecp"));
         let p = packets(&out);
         assert_eq!(p[0].msg.get_s64("frametype"), Some(73));
-        assert_eq!(p[0].msg.get_s64("dts"), Some(1_000_000), "1 s of back-off, in µs");
+        assert_eq!(
+            p[0].msg.get_s64("dts"),
+            Some(1_000_000),
+            "1 s of back-off, in µs"
+        );
         assert_eq!(p[0].msg.get_s64("duration"), Some(40000));
         // audio after the keyframe, slightly earlier in time, still fits
         let out = c.on_frame(&frame(257, 1_005_000, FrameKind::Audio));
@@ -485,7 +560,10 @@ mod tests {
         c.filter(&[], &[2]);
         assert!(packets(&c.on_frame(&frame(257, 600, FrameKind::Audio))).is_empty());
         c.filter(&[2], &[]);
-        assert_eq!(packets(&c.on_frame(&frame(257, 2600, FrameKind::Audio))).len(), 1);
+        assert_eq!(
+            packets(&c.on_frame(&frame(257, 2600, FrameKind::Audio))).len(),
+            1
+        );
     }
 
     #[test]
@@ -497,9 +575,14 @@ mod tests {
         let out = c.on_source_lost("gone");
         assert!(out.iter().any(|o| matches!(o, StreamOut::Msg(m) if m.get_str("method").as_deref() == Some("subscriptionStop"))));
         // the input restarts at a tiny timestamp
-        assert!(c.on_frame(&frame(256, 100, FrameKind::Predicted)).is_empty());
+        assert!(
+            c.on_frame(&frame(256, 100, FrameKind::Predicted))
+                .is_empty()
+        );
         let out = c.on_frame(&frame(256, 200, FrameKind::Key));
-        assert!(matches!(&out[0], StreamOut::Msg(m) if m.get_str("method").as_deref() == Some("subscriptionStart")));
+        assert!(
+            matches!(&out[0], StreamOut::Msg(m) if m.get_str("method").as_deref() == Some("subscriptionStart"))
+        );
         let d = packets(&out)[0].dts;
         assert!(d > last && d < last + 10_000_000, "{d} after {last}");
     }

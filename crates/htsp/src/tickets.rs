@@ -49,7 +49,9 @@ impl Tickets {
         let mut map = self.inner.lock();
         map.retain(|_, t| now.saturating_duration_since(t.created) < self.lifetime);
         if let Some((id, _)) = map.iter().find(|(_, t)| {
-            t.path == path && t.rights == *rights && now.saturating_duration_since(t.created) < REUSE_WITHIN
+            t.path == path
+                && t.rights == *rights
+                && now.saturating_duration_since(t.created) < REUSE_WITHIN
         }) {
             return id.clone();
         }
@@ -102,11 +104,23 @@ mod tests {
         assert_eq!(id.len(), 40);
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(t.check_at(&id, "/stream/channelid/1", now), Some(r.clone()));
-        assert_eq!(t.check_at(&id, "/stream/channelid/1", now + Duration::from_secs(10)), Some(r.clone()));
+        assert_eq!(
+            t.check_at(&id, "/stream/channelid/1", now + Duration::from_secs(10)),
+            Some(r.clone())
+        );
         assert_eq!(t.check_at(&id, "/stream/channelid/2", now), None);
-        assert_eq!(t.check_at(&id, "/stream/channelid/1", now + Duration::from_secs(300)), None);
+        assert_eq!(
+            t.check_at(&id, "/stream/channelid/1", now + Duration::from_secs(300)),
+            None
+        );
         assert_eq!(t.check_at("nope", "/stream/channelid/1", now), None);
-        assert_eq!(t.create_at("/stream/channelid/1", &r, now + Duration::from_secs(5)), id);
-        assert_ne!(t.create_at("/stream/channelid/1", &r, now + Duration::from_secs(61)), id);
+        assert_eq!(
+            t.create_at("/stream/channelid/1", &r, now + Duration::from_secs(5)),
+            id
+        );
+        assert_ne!(
+            t.create_at("/stream/channelid/1", &r, now + Duration::from_secs(61)),
+            id
+        );
     }
 }

@@ -143,12 +143,17 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digits: Option<Vec<u8>> = s.chars().map(|c| c.to_digit(16).map(|d| d as u8)).collect();
     let digits = digits?;
-    Some(digits.chunks(2).map(|p| (p[0] << 4) | p.get(1).copied().unwrap_or(0)).collect())
+    Some(
+        digits
+            .chunks(2)
+            .map(|p| (p[0] << 4) | p.get(1).copied().unwrap_or(0))
+            .collect(),
+    )
 }
 
 /// C `strtoll(s, NULL, 0)`: leading blanks, sign, `0x` hex / `0` octal /
@@ -564,7 +569,10 @@ mod tests {
             let m = Msg::new().with("v", *v);
             let body = encode_body(&m);
             assert_eq!(body[0], 2);
-            assert_eq!(u32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize, h.len() / 2);
+            assert_eq!(
+                u32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize,
+                h.len() / 2
+            );
             assert_eq!(decode_body(&body).unwrap().get_s64("v"), Some(*v));
         }
     }
@@ -575,7 +583,10 @@ mod tests {
         vec![
             (
                 "A",
-                Msg::new().with("method", "hello").with("htspversion", 33i64).with("clientname", "x"),
+                Msg::new()
+                    .with("method", "hello")
+                    .with("htspversion", 33i64)
+                    .with("clientname", "x"),
                 "000000340306000000056d6574686f6468656c6c6f020b000000016874737076657273696f6e21030a00000001636c69656e746e616d6578",
             ),
             (
@@ -615,7 +626,9 @@ mod tests {
             ),
             (
                 "E2",
-                Msg::new().with("error", "Method not found").with("seq", 7i64),
+                Msg::new()
+                    .with("error", "Method not found")
+                    .with("seq", 7i64),
                 "000000250305000000106572726f724d6574686f64206e6f7420666f756e6402030000000173657107",
             ),
             (
@@ -629,7 +642,10 @@ mod tests {
                     .with(
                         "services",
                         vec![Value::Map(
-                            Msg::new().with("name", "One").with("type", "HDTV").with("content", 1i64),
+                            Msg::new()
+                                .with("name", "One")
+                                .with("type", "HDTV")
+                                .with("content", 1i64),
                         )],
                     )
                     .with("tags", vec![Value::S64(1), Value::S64(300)])
@@ -673,8 +689,14 @@ mod tests {
         assert_eq!(m.get("enabled"), Some(&Value::Bool(true)));
         let m = decode_body(&unhex_t("070700000000656e61626c6564")).unwrap();
         assert_eq!(m.get("enabled"), Some(&Value::Bool(false)));
-        let m = decode_body(&unhex_t("08040000001075756964000102030405060708090a0b0c0d0e0f")).unwrap();
-        assert_eq!(m.get_str("uuid").unwrap(), "000102030405060708090a0b0c0d0e0f");
+        let m = decode_body(&unhex_t(
+            "08040000001075756964000102030405060708090a0b0c0d0e0f",
+        ))
+        .unwrap();
+        assert_eq!(
+            m.get_str("uuid").unwrap(),
+            "000102030405060708090a0b0c0d0e0f"
+        );
         assert_eq!(
             decode_body(&unhex_t("020300000001736571010000")),
             Err(DecodeError::TrailingBytes(2))
@@ -760,7 +782,9 @@ mod tests {
 
     #[test]
     fn bool_and_uuid_are_never_emitted() {
-        let m = Msg::new().with("b", Value::Bool(true)).with("u", Value::Uuid([0xab; 16]));
+        let m = Msg::new()
+            .with("b", Value::Bool(true))
+            .with("u", Value::Uuid([0xab; 16]));
         let body = encode_body(&m);
         let d = decode_body(&body).unwrap();
         assert_eq!(d.get("b"), Some(&Value::S64(1)));
@@ -771,7 +795,8 @@ mod tests {
         let leaf = prop_oneof![
             any::<i64>().prop_map(Value::S64),
             "[ -~]{0,20}".prop_map(Value::Str),
-            proptest::collection::vec(any::<u8>(), 0..2000).prop_map(|v| Value::Bin(Bytes::from(v))),
+            proptest::collection::vec(any::<u8>(), 0..2000)
+                .prop_map(|v| Value::Bin(Bytes::from(v))),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![

@@ -13,8 +13,13 @@ const T: Duration = Duration::from_secs(5);
 
 async fn closed_without_reply(c: &mut Client) {
     let mut b = [0u8; 16];
-    let n = tokio::time::timeout(T, c.stream.read(&mut b)).await.expect("server closes");
-    assert!(matches!(n, Ok(0) | Err(_)), "expected close without reply, got {n:?}");
+    let n = tokio::time::timeout(T, c.stream.read(&mut b))
+        .await
+        .expect("server closes");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "expected close without reply, got {n:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +62,10 @@ async fn frame_size_limit() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), open_access()).await;
     let mut c = Client::connect(s.addr).await;
-    c.stream.write_all(&1_048_577u32.to_be_bytes()).await.unwrap();
+    c.stream
+        .write_all(&1_048_577u32.to_be_bytes())
+        .await
+        .unwrap();
     closed_without_reply(&mut c).await;
 
     // Exactly 1 MiB is read (and, lacking a method, answered with an error).
@@ -67,8 +75,16 @@ async fn frame_size_limit() {
     c.send(&big).await;
     let r = c.request(m("getSysTime")).await;
     assert!(r.contains("time"));
-    let first = c.pending.pop_front().expect("error reply for the big frame");
-    assert!(first.get_str("error").unwrap().starts_with("Invalid arguments"));
+    let first = c
+        .pending
+        .pop_front()
+        .expect("error reply for the big frame");
+    assert!(
+        first
+            .get_str("error")
+            .unwrap()
+            .starts_with("Invalid arguments")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +155,15 @@ async fn hello_and_authentication() {
 
     let r = c.login("kodi", "secret").await;
     for f in [
-        "admin", "streaming", "dvr", "faileddvr", "anonymous", "limitall", "limitdvr", "limitstreaming", "uilevel",
+        "admin",
+        "streaming",
+        "dvr",
+        "faileddvr",
+        "anonymous",
+        "limitall",
+        "limitdvr",
+        "limitstreaming",
+        "uilevel",
         "uilanguage",
     ] {
         assert!(r.contains(f), "missing {f}");
@@ -167,7 +191,11 @@ async fn hello_and_authentication() {
         )
         .await;
     assert!(r.contains("channelName"), "{r:?}");
-    assert!(c.request(m("getEvents").with("channelId", 1i64)).await.contains("events"));
+    assert!(
+        c.request(m("getEvents").with("channelId", 1i64))
+            .await
+            .contains("events")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +212,11 @@ async fn address_rights_survive_empty_login() {
     let r = c.login("", "").await;
     assert_eq!(r.get_s64("streaming"), Some(1));
     let r = c
-        .request(m("subscribe").with("subscriptionId", 1i64).with("channelId", 1i64))
+        .request(
+            m("subscribe")
+                .with("subscriptionId", 1i64)
+                .with("channelId", 1i64),
+        )
         .await;
     assert_eq!(r.get_s64("normts"), Some(1));
 }
@@ -208,27 +240,55 @@ async fn initial_sync_and_queries() {
         }
     }
     let order = [
-        "tagAdd", "channelAdd", "tagUpdate", "autorecEntryAdd", "timerecEntryAdd", "dvrEntryAdd", "eventAdd",
+        "tagAdd",
+        "channelAdd",
+        "tagUpdate",
+        "autorecEntryAdd",
+        "timerecEntryAdd",
+        "dvrEntryAdd",
+        "eventAdd",
         "initialSyncCompleted",
     ];
-    let rank = |m: &Msg| order.iter().position(|o| *o == method_of(m)).expect("known method");
+    let rank = |m: &Msg| {
+        order
+            .iter()
+            .position(|o| *o == method_of(m))
+            .expect("known method")
+    };
     assert!(dump.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
     for msg in &dump {
         assert!(!msg.contains("seq") && !msg.contains("subscriptionId"));
     }
-    let channels: Vec<&Msg> = dump.iter().filter(|m| method_of(m) == "channelAdd").collect();
+    let channels: Vec<&Msg> = dump
+        .iter()
+        .filter(|m| method_of(m) == "channelAdd")
+        .collect();
     assert_eq!(channels.len(), 2);
     for ch in &channels {
         let id = ch.get_s64("channelId").unwrap();
         assert!((1..=i64::from(i32::MAX)).contains(&id));
         let uuid = ch.get_str("channelIdStr").unwrap();
-        assert!(uuid.len() == 32 && uuid.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        for f in ["channelNumber", "channelName", "eventId", "nextEventId", "tags"] {
+        assert!(
+            uuid.len() == 32
+                && uuid
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        for f in [
+            "channelNumber",
+            "channelName",
+            "eventId",
+            "nextEventId",
+            "tags",
+        ] {
             assert!(ch.contains(f), "{f}");
         }
         let svc = map(&ch.get_list("services").unwrap()[0]);
         assert!(svc.contains("name") && svc.contains("type") && svc.contains("content"));
-        assert!(ch.get_s64("eventId").unwrap() > 0, "the demo guide covers now");
+        assert!(
+            ch.get_s64("eventId").unwrap() > 0,
+            "the demo guide covers now"
+        );
     }
     assert!(dump.iter().any(|m| method_of(m) == "eventAdd"));
     for e in dump.iter().filter(|m| method_of(m) == "eventAdd") {
@@ -241,10 +301,21 @@ async fn initial_sync_and_queries() {
 
     // no second initialSyncCompleted
     c.request(m("enableAsyncMetadata").with("epg", 1i64)).await;
-    assert!(c.wait_for(Duration::from_millis(300), |m| method_of(m) == "initialSyncCompleted").await.is_none());
+    assert!(
+        c.wait_for(Duration::from_millis(300), |m| method_of(m)
+            == "initialSyncCompleted")
+            .await
+            .is_none()
+    );
 
     let now = chrono_now();
-    let r = c.request(m("getEvents").with("channelId", 1i64).with("numFollowing", 3i64)).await;
+    let r = c
+        .request(
+            m("getEvents")
+                .with("channelId", 1i64)
+                .with("numFollowing", 3i64),
+        )
+        .await;
     let evs = r.get_list("events").unwrap();
     assert_eq!(evs.len(), 3);
     let first = map(&evs[0]);
@@ -253,7 +324,9 @@ async fn initial_sync_and_queries() {
 
     let r = c.request(m("epgQuery").with("query", "NEWS")).await;
     assert!(!r.get_list("eventIds").unwrap().is_empty());
-    let r = c.request(m("epgQuery").with("query", "no such programme")).await;
+    let r = c
+        .request(m("epgQuery").with("query", "no such programme"))
+        .await;
     assert!(!r.contains("eventIds") && !r.contains("events"));
 
     let r = c.request(m("getProfiles")).await;
@@ -270,26 +343,65 @@ async fn initial_sync_and_queries() {
     assert!(s.ctx.check_ticket(&ticket, "/stream/channelid/2").is_none());
 
     let r = c.request(m("api").with("path", "serverinfo")).await;
-    assert_eq!(r.get_map("response").unwrap().get_s64("api_version"), Some(19));
+    assert_eq!(
+        r.get_map("response").unwrap().get_s64("api_version"),
+        Some(19)
+    );
     let r = c.request(m("api").with("path", "no/such")).await;
     assert!(r.fields.iter().all(|(n, _)| n == "seq"));
     assert!(c.request(m("api")).await.contains("error"));
 
     for (req, text) in [
         (m("getChannel"), "Invalid arguments: missing channelId"),
-        (m("getChannel").with("channelId", 999i64), "Channel does not exist"),
-        (m("getEvent").with("eventId", 99999i64), "Event does not exist"),
-        (m("subscribe").with("subscriptionId", 1i64).with("channelId", 999i64), "Channel does not exist"),
-        (m("subscriptionSpeed").with("subscriptionId", 9i64).with("speed", 100i64), "Subscription does not exist"),
-        (m("subscriptionChangeWeight").with("subscriptionId", 9i64), "Subscription does not exist"),
-        (m("subscriptionSkip").with("subscriptionId", 9i64).with("time", 1i64), "Subscription does not exist"),
-        (m("subscriptionFilterStream").with("subscriptionId", 9i64), "Subscription does not exist"),
-        (m("fileRead").with("id", 9i64).with("size", 10i64), "Invalid file"),
+        (
+            m("getChannel").with("channelId", 999i64),
+            "Channel does not exist",
+        ),
+        (
+            m("getEvent").with("eventId", 99999i64),
+            "Event does not exist",
+        ),
+        (
+            m("subscribe")
+                .with("subscriptionId", 1i64)
+                .with("channelId", 999i64),
+            "Channel does not exist",
+        ),
+        (
+            m("subscriptionSpeed")
+                .with("subscriptionId", 9i64)
+                .with("speed", 100i64),
+            "Subscription does not exist",
+        ),
+        (
+            m("subscriptionChangeWeight").with("subscriptionId", 9i64),
+            "Subscription does not exist",
+        ),
+        (
+            m("subscriptionSkip")
+                .with("subscriptionId", 9i64)
+                .with("time", 1i64),
+            "Subscription does not exist",
+        ),
+        (
+            m("subscriptionFilterStream").with("subscriptionId", 9i64),
+            "Subscription does not exist",
+        ),
+        (
+            m("fileRead").with("id", 9i64).with("size", 10i64),
+            "Invalid file",
+        ),
     ] {
         let r = c.request(req).await;
         assert_eq!(r.get_str("error").as_deref(), Some(text));
     }
-    assert!(c.request(m("unsubscribe").with("subscriptionId", 9i64)).await.fields.len() == 1);
+    assert!(
+        c.request(m("unsubscribe").with("subscriptionId", 9i64))
+            .await
+            .fields
+            .len()
+            == 1
+    );
 }
 
 pub fn chrono_now() -> i64 {
@@ -301,12 +413,20 @@ pub fn chrono_now() -> i64 {
 
 /// Subscribes and collects messages of that subscription until `until`
 /// says stop (bounded by `timeout`).
-async fn collect(c: &mut Client, id: i64, timeout: Duration, until: impl Fn(&[Msg]) -> bool) -> Vec<Msg> {
+async fn collect(
+    c: &mut Client,
+    id: i64,
+    timeout: Duration,
+    until: impl Fn(&[Msg]) -> bool,
+) -> Vec<Msg> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
     while !until(&got) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(msg) = c.wait_for(left, |m| m.get_s64("subscriptionId") == Some(id)).await else {
+        let Some(msg) = c
+            .wait_for(left, |m| m.get_s64("subscriptionId") == Some(id))
+            .await
+        else {
             break;
         };
         got.push(msg);
@@ -316,7 +436,8 @@ async fn collect(c: &mut Client, id: i64, timeout: Duration, until: impl Fn(&[Ms
 
 fn has_video_and_audio(msgs: &[Msg]) -> bool {
     let pk: Vec<&Msg> = msgs.iter().filter(|m| method_of(m) == "muxpkt").collect();
-    pk.iter().any(|p| p.contains("frametype")) && pk.iter().filter(|p| !p.contains("frametype")).count() >= 3
+    pk.iter().any(|p| p.contains("frametype"))
+        && pk.iter().filter(|p| !p.contains("frametype")).count() >= 3
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,34 +447,67 @@ async fn live_streaming() {
     let mut c = Client::connect(s.addr).await;
     c.hello(38).await;
     let r = c
-        .request(m("subscribe").with("subscriptionId", 1i64).with("channelId", 1i64).with("profile", "htsp"))
+        .request(
+            m("subscribe")
+                .with("subscriptionId", 1i64)
+                .with("channelId", 1i64)
+                .with("profile", "htsp"),
+        )
         .await;
     assert_eq!(r.get_s64("normts"), Some(1));
     assert!(!r.contains("90khz"));
-    assert!(c.pending.iter().all(|m| m.get_s64("subscriptionId") != Some(1)), "reply first");
+    assert!(
+        c.pending
+            .iter()
+            .all(|m| m.get_s64("subscriptionId") != Some(1)),
+        "reply first"
+    );
     let t0 = Instant::now();
-    let msgs = collect(&mut c, 1, T, |g| has_video_and_audio(g) && g.iter().filter(|m| method_of(m) == "muxpkt").count() > 60).await;
+    let msgs = collect(&mut c, 1, T, |g| {
+        has_video_and_audio(g) && g.iter().filter(|m| method_of(m) == "muxpkt").count() > 60
+    })
+    .await;
     assert!(t0.elapsed() < T, "keyframe and audio within 5 s");
-    let start = msgs.iter().find(|m| method_of(m) == "subscriptionStart").expect("subscriptionStart");
+    let start = msgs
+        .iter()
+        .find(|m| method_of(m) == "subscriptionStart")
+        .expect("subscriptionStart");
     let streams = start.get_list("streams").unwrap();
-    let video = streams.iter().map(map).find(|s| s.get_str("type").as_deref() == Some("H264")).expect("H264 stream");
+    let video = streams
+        .iter()
+        .map(map)
+        .find(|s| s.get_str("type").as_deref() == Some("H264"))
+        .expect("H264 stream");
     assert_eq!(video.get_s64("width"), Some(640));
     assert_eq!(video.get_s64("height"), Some(360));
-    let audio = streams.iter().map(map).find(|s| s.get_str("type").as_deref() == Some("AAC")).expect("AAC stream");
+    let audio = streams
+        .iter()
+        .map(map)
+        .find(|s| s.get_str("type").as_deref() == Some("AAC"))
+        .expect("AAC stream");
     assert_eq!(audio.get_s64("rate"), Some(3));
     assert!(audio.contains("audio_type") && audio.contains("rds_uecp"));
     for s in streams.iter().map(map) {
         assert!(s.contains("index") && s.contains("type"));
     }
-    assert_eq!(&start.get_bin("meta").expect("top-level meta")[..4], &[0, 0, 0, 1]);
+    assert_eq!(
+        &start.get_bin("meta").expect("top-level meta")[..4],
+        &[0, 0, 0, 1]
+    );
     let vidx = video.get_s64("index").unwrap();
     let aidx = audio.get_s64("index").unwrap();
 
     let pkts: Vec<&Msg> = msgs.iter().filter(|m| method_of(m) == "muxpkt").collect();
-    let first_video = pkts.iter().find(|p| p.get_s64("stream") == Some(vidx)).unwrap();
+    let first_video = pkts
+        .iter()
+        .find(|p| p.get_s64("stream") == Some(vidx))
+        .unwrap();
     assert_eq!(first_video.get_s64("frametype"), Some(73));
     let first_dts = pkts.iter().filter_map(|p| p.get_s64("dts")).next().unwrap();
-    assert!((0..=3_000_000).contains(&first_dts), "first dts {first_dts}");
+    assert!(
+        (0..=3_000_000).contains(&first_dts),
+        "first dts {first_dts}"
+    );
     let mut last = std::collections::HashMap::new();
     for p in &pkts {
         for f in ["subscriptionId", "stream", "com", "duration", "payload"] {
@@ -379,10 +533,18 @@ async fn live_streaming() {
 
     // 90 kHz on a second subscription, with its own timeline near 0
     let r = c
-        .request(m("subscribe").with("subscriptionId", 2i64).with("channelId", 1i64).with("90khz", 1i64))
+        .request(
+            m("subscribe")
+                .with("subscriptionId", 2i64)
+                .with("channelId", 1i64)
+                .with("90khz", 1i64),
+        )
         .await;
     assert_eq!(r.get_s64("90khz"), Some(1));
-    let msgs2 = collect(&mut c, 2, T, |g| g.iter().filter(|m| m.contains("frametype")).count() > 3).await;
+    let msgs2 = collect(&mut c, 2, T, |g| {
+        g.iter().filter(|m| m.contains("frametype")).count() > 3
+    })
+    .await;
     let v2: Vec<&Msg> = msgs2.iter().filter(|m| m.contains("frametype")).collect();
     assert!(v2.len() > 3);
     assert!(v2.iter().all(|p| p.get_s64("duration") == Some(3600)));
@@ -390,39 +552,98 @@ async fn live_streaming() {
 
     // filter out audio of subscription 1, then enable it again
     let r = c
-        .request(m("subscriptionFilterStream").with("subscriptionId", 1i64).with("disable", vec![Value::S64(aidx)]))
+        .request(
+            m("subscriptionFilterStream")
+                .with("subscriptionId", 1i64)
+                .with("disable", vec![Value::S64(aidx)]),
+        )
         .await;
     assert!(!r.contains("error"));
     c.pending.retain(|m| m.get_s64("subscriptionId") != Some(1));
     let msgs = collect(&mut c, 1, Duration::from_millis(800), |_| false).await;
-    assert!(msgs.iter().filter(|m| method_of(m) == "muxpkt").all(|m| m.get_s64("stream") != Some(aidx)));
-    c.request(m("subscriptionFilterStream").with("subscriptionId", 1i64).with("enable", vec![Value::S64(aidx)]))
-        .await;
-    let msgs = collect(&mut c, 1, T, |g| g.iter().any(|m| m.get_s64("stream") == Some(aidx))).await;
+    assert!(
+        msgs.iter()
+            .filter(|m| method_of(m) == "muxpkt")
+            .all(|m| m.get_s64("stream") != Some(aidx))
+    );
+    c.request(
+        m("subscriptionFilterStream")
+            .with("subscriptionId", 1i64)
+            .with("enable", vec![Value::S64(aidx)]),
+    )
+    .await;
+    let msgs = collect(&mut c, 1, T, |g| {
+        g.iter().any(|m| m.get_s64("stream") == Some(aidx))
+    })
+    .await;
     assert!(msgs.iter().any(|m| m.get_s64("stream") == Some(aidx)));
 
     // timeshift requests without timeshift
-    let r = c.request(m("subscriptionSeek").with("subscriptionId", 1i64).with("time", 0i64).with("absolute", 1i64)).await;
-    assert_eq!(r.get_str("error").as_deref(), Some("Timeshift not available"));
-    let r = c.request(m("subscriptionSpeed").with("subscriptionId", 1i64).with("speed", 0i64)).await;
+    let r = c
+        .request(
+            m("subscriptionSeek")
+                .with("subscriptionId", 1i64)
+                .with("time", 0i64)
+                .with("absolute", 1i64),
+        )
+        .await;
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Timeshift not available")
+    );
+    let r = c
+        .request(
+            m("subscriptionSpeed")
+                .with("subscriptionId", 1i64)
+                .with("speed", 0i64),
+        )
+        .await;
     assert!(r.contains("error"));
-    let r = c.request(m("subscriptionSpeed").with("subscriptionId", 1i64).with("speed", 100i64)).await;
+    let r = c
+        .request(
+            m("subscriptionSpeed")
+                .with("subscriptionId", 1i64)
+                .with("speed", 100i64),
+        )
+        .await;
     assert!(!r.contains("error"));
-    let sp = c.wait_for(T, |m| method_of(m) == "subscriptionSpeed").await.unwrap();
+    let sp = c
+        .wait_for(T, |m| method_of(m) == "subscriptionSpeed")
+        .await
+        .unwrap();
     assert_eq!(sp.get_s64("speed"), Some(100));
-    let r = c.request(m("subscriptionChangeWeight").with("subscriptionId", 1i64).with("weight", 40i64)).await;
+    let r = c
+        .request(
+            m("subscriptionChangeWeight")
+                .with("subscriptionId", 1i64)
+                .with("weight", 40i64),
+        )
+        .await;
     assert!(!r.contains("error"));
     // and playback continues
     c.pending.retain(|m| m.get_s64("subscriptionId") != Some(1));
-    assert!(!collect(&mut c, 1, T, |g| g.iter().any(|m| method_of(m) == "muxpkt")).await.is_empty());
+    assert!(
+        !collect(&mut c, 1, T, |g| g.iter().any(|m| method_of(m) == "muxpkt"))
+            .await
+            .is_empty()
+    );
 
     // after the unsubscribe reply, no muxpkt of that subscription
-    c.request(m("unsubscribe").with("subscriptionId", 1i64)).await;
+    c.request(m("unsubscribe").with("subscriptionId", 1i64))
+        .await;
     c.pending.retain(|m| m.get_s64("subscriptionId") != Some(1));
     let after = collect(&mut c, 1, Duration::from_millis(700), |_| false).await;
-    assert!(after.iter().all(|m| method_of(m) != "muxpkt"), "{:?}", after.len());
+    assert!(
+        after.iter().all(|m| method_of(m) != "muxpkt"),
+        "{:?}",
+        after.len()
+    );
     // subscription 2 still flows
-    assert!(!collect(&mut c, 2, T, |g| g.iter().any(|m| method_of(m) == "muxpkt")).await.is_empty());
+    assert!(
+        !collect(&mut c, 2, T, |g| g.iter().any(|m| method_of(m) == "muxpkt"))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,22 +655,42 @@ async fn slow_consumer_drops_video_by_type_never_audio() {
     let stream = sock.connect(s.addr).await.unwrap();
     let mut c = Client::with_stream(stream);
     c.hello(38).await;
-    c.request(m("subscribe").with("subscriptionId", 1i64).with("channelId", 1i64).with("queueDepth", 20_000i64))
-        .await;
+    c.request(
+        m("subscribe")
+            .with("subscriptionId", 1i64)
+            .with("channelId", 1i64)
+            .with("queueDepth", 20_000i64),
+    )
+    .await;
     // Stop reading for a while.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let msgs = collect(&mut c, 1, Duration::from_secs(8), |g| {
-        g.iter().any(|m| method_of(m) == "queueStatus" && m.get_s64("Idrops").unwrap_or(0) > 0)
+        g.iter()
+            .any(|m| method_of(m) == "queueStatus" && m.get_s64("Idrops").unwrap_or(0) > 0)
     })
     .await;
-    let statuses: Vec<&Msg> = msgs.iter().filter(|m| method_of(m) == "queueStatus").collect();
+    let statuses: Vec<&Msg> = msgs
+        .iter()
+        .filter(|m| method_of(m) == "queueStatus")
+        .collect();
     assert!(!statuses.is_empty());
     for st in &statuses {
         for f in ["packets", "bytes", "delay", "Bdrops", "Pdrops", "Idrops"] {
             assert!(st.contains(f), "{f}");
         }
     }
-    eprintln!("statuses: {:?}", statuses.iter().map(|s| (s.get_s64("bytes"), s.get_s64("Bdrops"), s.get_s64("Pdrops"), s.get_s64("Idrops"))).collect::<Vec<_>>());
+    eprintln!(
+        "statuses: {:?}",
+        statuses
+            .iter()
+            .map(|s| (
+                s.get_s64("bytes"),
+                s.get_s64("Bdrops"),
+                s.get_s64("Pdrops"),
+                s.get_s64("Idrops")
+            ))
+            .collect::<Vec<_>>()
+    );
     let first_with = |f: &str| statuses.iter().position(|s| s.get_s64(f).unwrap_or(0) > 0);
     let b = first_with("Bdrops").expect("B-frames dropped");
     let p = first_with("Pdrops").expect("P-frames dropped");
@@ -471,7 +712,10 @@ async fn slow_consumer_drops_video_by_type_never_audio() {
             continue;
         }
         let frames = (d as f64 / 21_333.33).round() as i64;
-        assert!(!(frames >= 2 && (d - frames * 21_333).abs() <= frames), "audio frames missing: gap {d} µs");
+        assert!(
+            !(frames >= 2 && (d - frames * 21_333).abs() <= frames),
+            "audio frames missing: gap {d} µs"
+        );
         odd += 1;
     }
     assert!(odd <= 2, "{odd} irregular audio steps");
@@ -483,13 +727,38 @@ async fn two_subscriptions_on_one_connection() {
     let s = start(dir.path(), open_access()).await;
     let mut c = Client::connect(s.addr).await;
     c.hello(38).await;
-    c.request(m("subscribe").with("subscriptionId", 5i64).with("channelId", 1i64)).await;
-    c.request(m("subscribe").with("subscriptionId", 6i64).with("channelId", 2i64)).await;
+    c.request(
+        m("subscribe")
+            .with("subscriptionId", 5i64)
+            .with("channelId", 1i64),
+    )
+    .await;
+    c.request(
+        m("subscribe")
+            .with("subscriptionId", 6i64)
+            .with("channelId", 2i64),
+    )
+    .await;
     for id in [5, 6] {
-        let msgs = collect(&mut c, id, T, |g| g.iter().any(|m| method_of(m) == "muxpkt")).await;
-        let first = msgs.iter().find(|m| method_of(m) == "muxpkt").expect("packets");
+        let msgs = collect(&mut c, id, T, |g| {
+            g.iter().any(|m| method_of(m) == "muxpkt")
+        })
+        .await;
+        let first = msgs
+            .iter()
+            .find(|m| method_of(m) == "muxpkt")
+            .expect("packets");
         assert!((0..=3_000_000).contains(&first.get_s64("dts").unwrap()));
     }
-    let r = c.request(m("subscribe").with("subscriptionId", 5i64).with("channelId", 2i64)).await;
-    assert_eq!(r.get_str("error").as_deref(), Some("Subscription already exists"));
+    let r = c
+        .request(
+            m("subscribe")
+                .with("subscriptionId", 5i64)
+                .with("channelId", 2i64),
+        )
+        .await;
+    assert_eq!(
+        r.get_str("error").as_deref(),
+        Some("Subscription already exists")
+    );
 }

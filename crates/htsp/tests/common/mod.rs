@@ -114,7 +114,10 @@ impl Client {
     }
 
     pub async fn send(&mut self, msg: &Msg) {
-        self.stream.write_all(&wire::encode_frame(msg)).await.unwrap();
+        self.stream
+            .write_all(&wire::encode_frame(msg))
+            .await
+            .unwrap();
     }
 
     /// The next frame from the socket (ignoring `pending`), or `None` on
@@ -123,14 +126,18 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
                 if self.buf.len() >= 4 + len {
                     assert_basic_types(&self.buf[4..4 + len]);
                     return wire::split_outbound_frame(&mut self.buf).unwrap();
                 }
             }
             self.buf.reserve(65536);
-            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await.ok()?.ok()?;
+            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                .await
+                .ok()?
+                .ok()?;
             if n == 0 {
                 return None;
             }
@@ -154,7 +161,11 @@ impl Client {
     }
 
     /// The first message (pending first) satisfying `pred`, within `timeout`.
-    pub async fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Msg) -> bool) -> Option<Msg> {
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Msg) -> bool,
+    ) -> Option<Msg> {
         if let Some(i) = self.pending.iter().position(&pred) {
             return self.pending.remove(i);
         }
@@ -171,7 +182,11 @@ impl Client {
 
     pub async fn hello(&mut self, version: i64) -> Msg {
         let r = self
-            .request(m("hello").with("htspversion", version).with("clientname", "conformance"))
+            .request(
+                m("hello")
+                    .with("htspversion", version)
+                    .with("clientname", "conformance"),
+            )
             .await;
         self.challenge = r.get_bin("challenge").unwrap().to_vec();
         r
@@ -179,8 +194,12 @@ impl Client {
 
     pub async fn login(&mut self, user: &str, password: &str) -> Msg {
         let digest = htsp::session::digest(password, &self.challenge);
-        self.request(m("authenticate").with("username", user).with("digest", digest.to_vec()))
-            .await
+        self.request(
+            m("authenticate")
+                .with("username", user)
+                .with("digest", digest.to_vec()),
+        )
+        .await
     }
 }
 
