@@ -25,7 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::wire::{Decoder, ErrorUri, Limits, Message, Object, Origin, ServiceChange, ServiceInfo, StreamError};
+use crate::wire::{
+    Decoder, ErrorUri, Limits, Message, Object, Origin, ServiceChange, ServiceInfo, StreamError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -67,16 +69,22 @@ struct MessageReader {
 
 impl MessageReader {
     fn new() -> MessageReader {
-        MessageReader { decoder: Decoder::new(Limits::CLIENT), buf: vec![0; 16 * 1024] }
+        MessageReader {
+            decoder: Decoder::new(Limits::CLIENT),
+            buf: vec![0; 16 * 1024],
+        }
     }
 
     async fn next(&mut self, stream: &mut TcpStream) -> Result<Message, ClientError> {
         loop {
             match self.decoder.next_object()? {
                 Some(Object::Value(v)) => {
-                    return Message::from_value(&v, Origin::Server).map_err(|m| ClientError::Protocol(m.to_string()));
+                    return Message::from_value(&v, Origin::Server)
+                        .map_err(|m| ClientError::Protocol(m.to_string()));
                 }
-                Some(Object::TooDeep { .. }) => return Err(ClientError::Protocol("message nested too deep".into())),
+                Some(Object::TooDeep { .. }) => {
+                    return Err(ClientError::Protocol("message nested too deep".into()));
+                }
                 None => {}
             }
             let room = self.decoder.room().min(self.buf.len()).max(1);
@@ -103,28 +111,49 @@ impl Client {
     pub async fn connect(control: SocketAddr, roles: &[&str]) -> Result<Client, ClientError> {
         let mut stream = TcpStream::connect(control).await?;
         let _ = stream.set_nodelay(true);
-        let hello = Message::Hello { roles: roles.iter().map(|r| r.to_string()).collect() };
+        let hello = Message::Hello {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
         stream.write_all(&hello.to_bytes()).await?;
         let mut reader = MessageReader::new();
         match reader.next(&mut stream).await? {
-            Message::Welcome => Ok(Client { stream, reader, next_request: 1, notifications: VecDeque::new() }),
+            Message::Welcome => Ok(Client {
+                stream,
+                reader,
+                next_request: 1,
+                notifications: VecDeque::new(),
+            }),
             Message::Abort { reason } => Err(ClientError::Aborted(reason)),
-            other => Err(ClientError::Protocol(format!("expected WELCOME, got {other:?}"))),
+            other => Err(ClientError::Protocol(format!(
+                "expected WELCOME, got {other:?}"
+            ))),
         }
     }
 
-    async fn request(&mut self, make: impl FnOnce(u64) -> Message) -> Result<Vec<rmpv::Value>, ClientError> {
+    async fn request(
+        &mut self,
+        make: impl FnOnce(u64) -> Message,
+    ) -> Result<Vec<rmpv::Value>, ClientError> {
         let request = self.next_request;
         self.next_request += 1;
         self.stream.write_all(&make(request).to_bytes()).await?;
         loop {
             match self.reader.next(&mut self.stream).await? {
                 Message::Result { request: r, args } if r == request => return Ok(args),
-                Message::Error { request: r, error } if r == request => return Err(ClientError::Refused(error)),
-                Message::Abort { reason } => return Err(ClientError::Aborted(reason)),
-                Message::ServicesChanged { request: r, changes } => {
-                    self.notifications.push_back((r, changes.iter().filter_map(ServiceChange::from_value).collect()))
+                Message::Error { request: r, error } if r == request => {
+                    return Err(ClientError::Refused(error));
                 }
+                Message::Abort { reason } => return Err(ClientError::Aborted(reason)),
+                Message::ServicesChanged {
+                    request: r,
+                    changes,
+                } => self.notifications.push_back((
+                    r,
+                    changes
+                        .iter()
+                        .filter_map(ServiceChange::from_value)
+                        .collect(),
+                )),
                 // Answers to requests this client no longer waits for.
                 _ => {}
             }
@@ -133,7 +162,12 @@ impl Client {
 
     /// NEW_SERVICE: the token of a new service entry.
     pub async fn new_service(&mut self, uri: &str) -> Result<u32, ClientError> {
-        let args = self.request(|request| Message::NewService { request, resource: uri.to_owned() }).await?;
+        let args = self
+            .request(|request| Message::NewService {
+                request,
+                resource: uri.to_owned(),
+            })
+            .await?;
         args.first()
             .and_then(crate::wire::as_integer)
             .and_then(|t| u32::try_from(t).ok())
@@ -142,13 +176,20 @@ impl Client {
 
     /// DEL_SERVICE.
     pub async fn del_service(&mut self, token: u32) -> Result<(), ClientError> {
-        self.request(|request| Message::DelService { request, token: u64::from(token) }).await.map(|_| ())
+        self.request(|request| Message::DelService {
+            request,
+            token: u64::from(token),
+        })
+        .await
+        .map(|_| ())
     }
 
     /// SERVICES (extension): the snapshot, and from now on notifications
     /// read with [`Client::next_changes`].
     pub async fn services(&mut self) -> Result<Vec<ServiceInfo>, ClientError> {
-        let args = self.request(|request| Message::Services { request }).await?;
+        let args = self
+            .request(|request| Message::Services { request })
+            .await?;
         Ok(args.iter().filter_map(ServiceInfo::from_value).collect())
     }
 
@@ -160,7 +201,10 @@ impl Client {
             }
             match self.reader.next(&mut self.stream).await? {
                 Message::ServicesChanged { changes, .. } => {
-                    return Ok(changes.iter().filter_map(ServiceChange::from_value).collect());
+                    return Ok(changes
+                        .iter()
+                        .filter_map(ServiceChange::from_value)
+                        .collect());
                 }
                 Message::Abort { reason } => return Err(ClientError::Aborted(reason)),
                 _ => {}
@@ -170,7 +214,9 @@ impl Client {
 
     /// Sends an ABORT and closes, as a polite client leaving.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        self.stream.write_all(&Message::abort(ErrorUri::Shutdown).to_bytes()).await?;
+        self.stream
+            .write_all(&Message::abort(ErrorUri::Shutdown).to_bytes())
+            .await?;
         let _ = self.stream.shutdown().await;
         Ok(())
     }
@@ -187,17 +233,39 @@ pub struct DataStream {
 impl DataStream {
     /// Connects to the data listener and presents `token` (AUTHORIZE → RESULT).
     pub async fn authorize(data: SocketAddr, token: u32) -> Result<DataStream, ClientError> {
-        let mut stream = TcpStream::connect(data).await?;
-        stream.write_all(&Message::Authorize { request: 1, token: u64::from(token) }.to_bytes()).await?;
+        DataStream::authorize_on(TcpStream::connect(data).await?, token).await
+    }
+
+    /// [`DataStream::authorize`] on a stream the caller connected (to choose
+    /// socket options, e.g. a small receive buffer in a load generator).
+    pub async fn authorize_on(
+        mut stream: TcpStream,
+        token: u32,
+    ) -> Result<DataStream, ClientError> {
+        stream
+            .write_all(
+                &Message::Authorize {
+                    request: 1,
+                    token: u64::from(token),
+                }
+                .to_bytes(),
+            )
+            .await?;
         let mut reader = MessageReader::new();
         match reader.next(&mut stream).await? {
             Message::Result { request: 1, .. } => {
                 let leftover = reader.decoder.take_remaining();
-                Ok(DataStream { stream, leftover, sections: None })
+                Ok(DataStream {
+                    stream,
+                    leftover,
+                    sections: None,
+                })
             }
             Message::Error { error, .. } => Err(ClientError::Refused(error)),
             Message::Abort { reason } => Err(ClientError::Aborted(reason)),
-            other => Err(ClientError::Protocol(format!("expected RESULT, got {other:?}"))),
+            other => Err(ClientError::Protocol(format!(
+                "expected RESULT, got {other:?}"
+            ))),
         }
     }
 
@@ -217,13 +285,19 @@ impl DataStream {
     /// On a `sections` connection: the next section, `None` at the end.
     pub async fn next_section(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
         let leftover = std::mem::take(&mut self.leftover);
-        let decoder = self.sections.get_or_insert_with(|| Decoder::new(Limits::CLIENT));
+        let decoder = self
+            .sections
+            .get_or_insert_with(|| Decoder::new(Limits::CLIENT));
         decoder.push(&leftover);
         let mut buf = vec![0u8; 8192];
         loop {
             match decoder.next_object()? {
                 Some(Object::Value(rmpv::Value::Binary(section))) => return Ok(Some(section)),
-                Some(_) => return Err(ClientError::Protocol("not a bin object on a sections connection".into())),
+                Some(_) => {
+                    return Err(ClientError::Protocol(
+                        "not a bin object on a sections connection".into(),
+                    ));
+                }
                 None => {}
             }
             let n = self.stream.read(&mut buf).await?;
@@ -318,18 +392,38 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
 }
 
 /// [`run`] writing to `out`; `progress` enables the record progress line.
-pub async fn run_with_output(cli: Cli, out: &mut (dyn Write + Send), progress: bool) -> Result<(), ClientError> {
+pub async fn run_with_output(
+    cli: Cli,
+    out: &mut (dyn Write + Send),
+    progress: bool,
+) -> Result<(), ClientError> {
     let control = resolve(&cli.host, cli.control_port).await?;
     let data = resolve(&cli.host, cli.data_port).await?;
     match cli.command {
         Command::List { follow } => list(control, follow, out).await,
-        Command::Record { service, output, duration } => {
-            let summary = record(control, data, &service_uri(&service), &output, duration.map(Duration::from_secs), progress)
-                .await?;
+        Command::Record {
+            service,
+            output,
+            duration,
+        } => {
+            let summary = record(
+                control,
+                data,
+                &service_uri(&service),
+                &output,
+                duration.map(Duration::from_secs),
+                progress,
+            )
+            .await?;
             let _ = writeln!(out, "{summary}");
             Ok(())
         }
-        Command::Sections { service, tables, count, hex } => {
+        Command::Sections {
+            service,
+            tables,
+            count,
+            hex,
+        } => {
             let mut uri = service_uri(&service);
             if !uri.contains('?') {
                 uri.push_str("?data=sections");
@@ -343,14 +437,23 @@ pub async fn run_with_output(cli: Cli, out: &mut (dyn Write + Send), progress: b
     }
 }
 
-async fn list(control: SocketAddr, follow: bool, out: &mut (dyn Write + Send)) -> Result<(), ClientError> {
+async fn list(
+    control: SocketAddr,
+    follow: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), ClientError> {
     let mut client = Client::connect(control, &["service_list"]).await?;
     for s in client.services().await? {
         let _ = writeln!(out, "{}", describe(&s));
     }
     while follow {
         for change in client.next_changes().await? {
-            let _ = writeln!(out, "{} {}", change.kind.as_str(), describe(&change.service));
+            let _ = writeln!(
+                out,
+                "{} {}",
+                change.kind.as_str(),
+                describe(&change.service)
+            );
         }
     }
     client.close().await
@@ -395,7 +498,11 @@ impl std::fmt::Display for RecordSummary {
 
 fn progress_line(bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
-    let kbit = if secs > 0.0 { bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 };
+    let kbit = if secs > 0.0 {
+        bytes as f64 * 8.0 / secs / 1000.0
+    } else {
+        0.0
+    };
     format!("{bytes} bytes  {kbit:.0} kbit/s  {secs:.1} s")
 }
 
@@ -435,7 +542,8 @@ pub async fn record(
         pending.extend_from_slice(buf.get(..n).unwrap_or_default());
         let whole = pending.len() - pending.len() % 188;
         if whole > 0 {
-            file.write_all(pending.get(..whole).unwrap_or_default()).await?;
+            file.write_all(pending.get(..whole).unwrap_or_default())
+                .await?;
             pending.drain(..whole);
             bytes += whole as u64;
         }
@@ -453,7 +561,11 @@ pub async fn record(
     drop(stream);
     let _ = client.close().await;
     deleted?;
-    Ok(RecordSummary { bytes, duration: started.elapsed(), cut })
+    Ok(RecordSummary {
+        bytes,
+        duration: started.elapsed(),
+        cut,
+    })
 }
 
 async fn sections(
@@ -517,16 +629,29 @@ mod tests {
 
     #[test]
     fn service_arguments_become_uris() {
-        assert_eq!(service_uri("Switchyard One"), "sah-service://Switchyard%20One");
+        assert_eq!(
+            service_uri("Switchyard One"),
+            "sah-service://Switchyard%20One"
+        );
         assert_eq!(service_uri("5"), "sah-service://5");
         assert_eq!(service_uri("id:42"), "sah-service://id:42");
-        assert_eq!(service_uri("sah-service://X?data=ts"), "sah-service://X?data=ts");
+        assert_eq!(
+            service_uri("sah-service://X?data=ts"),
+            "sah-service://X?data=ts"
+        );
     }
 
     #[test]
     fn progress_line_shows_bytes_bitrate_duration() {
-        assert_eq!(progress_line(125_000, Duration::from_secs(1)), "125000 bytes  1000 kbit/s  1.0 s");
-        let s = RecordSummary { bytes: 0, duration: Duration::ZERO, cut: true };
+        assert_eq!(
+            progress_line(125_000, Duration::from_secs(1)),
+            "125000 bytes  1000 kbit/s  1.0 s"
+        );
+        let s = RecordSummary {
+            bytes: 0,
+            duration: Duration::ZERO,
+            cut: true,
+        };
         assert!(s.to_string().contains("incomplete"));
     }
 
@@ -538,10 +663,29 @@ mod tests {
             #[command(flatten)]
             cli: Cli,
         }
-        let t = Top::parse_from(["x", "--host", "::1", "record", "Switchyard One", "-o", "a.ts", "--duration", "5"]);
-        assert!(matches!(t.cli.command, Command::Record { duration: Some(5), .. }));
+        let t = Top::parse_from([
+            "x",
+            "--host",
+            "::1",
+            "record",
+            "Switchyard One",
+            "-o",
+            "a.ts",
+            "--duration",
+            "5",
+        ]);
+        assert!(matches!(
+            t.cli.command,
+            Command::Record {
+                duration: Some(5),
+                ..
+            }
+        ));
         let t = Top::parse_from(["x", "sections", "1", "--tables", "pat,pmt", "--count", "2"]);
-        assert!(matches!(t.cli.command, Command::Sections { count: Some(2), .. }));
+        assert!(matches!(
+            t.cli.command,
+            Command::Sections { count: Some(2), .. }
+        ));
         let t = Top::parse_from(["x", "list"]);
         assert!(matches!(t.cli.command, Command::List { follow: false }));
     }

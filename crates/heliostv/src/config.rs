@@ -36,6 +36,10 @@ pub struct Config {
     pub recorder_queue_limit: usize,
     pub recorder_stall_timeout_ms: u64,
     pub section_queue_limit: usize,
+    /// SO_SNDBUF of data connections in bytes; 0 lets the kernel size it.
+    /// A fixed size bounds what a stalled client holds in the kernel on top
+    /// of the queue limits above.
+    pub data_send_buffer: usize,
     /// Longest delay for batching SERVICES notifications.
     pub services_coalesce_ms: u64,
     /// Invalid tokens from one address within `bad_token_window_ms` ...
@@ -72,6 +76,7 @@ impl Default for Config {
             recorder_queue_limit: 64 << 20,
             recorder_stall_timeout_ms: 30_000,
             section_queue_limit: 1 << 20,
+            data_send_buffer: 0,
             services_coalesce_ms: 100,
             bad_token_count: 10,
             bad_token_window_ms: 60_000,
@@ -82,7 +87,10 @@ impl Default for Config {
 
 impl Config {
     pub fn wire_limits(&self) -> crate::wire::Limits {
-        crate::wire::Limits { max_message: self.max_message_size.max(16), max_nesting: self.max_nesting.max(1) }
+        crate::wire::Limits {
+            max_message: self.max_message_size.max(16),
+            max_nesting: self.max_nesting.max(1),
+        }
     }
 
     pub fn session_limits(&self) -> crate::session::Limits {

@@ -35,9 +35,17 @@ fn is_si_or_null(pid: u16) -> bool {
 pub fn strip_si(chunk: Bytes) -> Bytes {
     let whole = chunk.len() - chunk.len() % PACKET_SIZE;
     let keep = |p: &[u8]| pid_of(p).is_some_and(|pid| !is_si_or_null(pid));
-    let all_kept = chunk.get(..whole).unwrap_or_default().chunks_exact(PACKET_SIZE).all(keep);
+    let all_kept = chunk
+        .get(..whole)
+        .unwrap_or_default()
+        .chunks_exact(PACKET_SIZE)
+        .all(keep);
     if all_kept {
-        return if whole == chunk.len() { chunk } else { chunk.slice(..whole) };
+        return if whole == chunk.len() {
+            chunk
+        } else {
+            chunk.slice(..whole)
+        };
     }
     let mut out = Vec::with_capacity(whole);
     for p in chunk.chunks_exact(PACKET_SIZE).filter(|p| keep(p)) {
@@ -64,7 +72,12 @@ const MAX_REMEMBERED: usize = 4096;
 
 impl SectionFilter {
     pub fn new(tables: Tables) -> SectionFilter {
-        SectionFilter { tables, program: None, assemblers: HashMap::new(), sent: HashMap::new() }
+        SectionFilter {
+            tables,
+            program: None,
+            assemblers: HashMap::new(),
+            sent: HashMap::new(),
+        }
     }
 
     /// Feeds whole TS packets; `emit` gets each section to send, complete
@@ -89,24 +102,33 @@ impl SectionFilter {
         let pusi = b1 & 0x40 != 0;
         let payload = match b3 & 0x30 {
             0x10 => packet.get(4..),
-            0x30 => packet.get(4).and_then(|len| packet.get(5 + usize::from(*len)..)),
+            0x30 => packet
+                .get(4)
+                .and_then(|len| packet.get(5 + usize::from(*len)..)),
             _ => None,
         };
         let Some(payload) = payload else { return };
         let mut sections: Vec<Vec<u8>> = Vec::new();
-        self.assemblers.entry(pid).or_default().push(pusi, payload, &mut |s| sections.push(s.to_vec()));
+        self.assemblers
+            .entry(pid)
+            .or_default()
+            .push(pusi, payload, &mut |s| sections.push(s.to_vec()));
         for section in sections {
             self.section(&section, emit);
         }
     }
 
     fn section(&mut self, section: &[u8], emit: &mut impl FnMut(&[u8])) {
-        let Ok((header, _)) = psi::parse_long_section(section) else { return };
+        let Ok((header, _)) = psi::parse_long_section(section) else {
+            return;
+        };
         if !header.current_next {
             return;
         }
         let total = section.len();
-        let Some(section) = section.get(..total) else { return };
+        let Some(section) = section.get(..total) else {
+            return;
+        };
         if header.table_id == psi::TABLE_PAT {
             if let Ok(pat) = psi::Pat::parse(section) {
                 let first = pat.programs.first().copied();
@@ -131,7 +153,11 @@ impl SectionFilter {
         if !wanted {
             return;
         }
-        let key = (header.table_id, header.table_id_extension, header.section_number);
+        let key = (
+            header.table_id,
+            header.table_id_extension,
+            header.section_number,
+        );
         if self.sent.get(&key).is_some_and(|s| s.as_slice() == section) {
             return;
         }
@@ -149,7 +175,13 @@ mod tests {
     use media::psi::{Pat, Pmt, PmtStream, SectionHeader, build_long_section, packetize_section};
 
     fn pat(version: u8) -> Vec<u8> {
-        Pat { transport_stream_id: 1, version, programs: vec![(1, 0x1000)], nit_pid: None }.build()
+        Pat {
+            transport_stream_id: 1,
+            version,
+            programs: vec![(1, 0x1000)],
+            nit_pid: None,
+        }
+        .build()
     }
 
     fn pmt() -> Vec<u8> {
@@ -159,8 +191,16 @@ mod tests {
             pcr_pid: 0x100,
             program_info: vec![],
             streams: vec![
-                PmtStream { stream_type: 0x1b, pid: 0x100, descriptors: vec![] },
-                PmtStream { stream_type: 0x0f, pid: 0x101, descriptors: vec![] },
+                PmtStream {
+                    stream_type: 0x1b,
+                    pid: 0x100,
+                    descriptors: vec![],
+                },
+                PmtStream {
+                    stream_type: 0x0f,
+                    pid: 0x101,
+                    descriptors: vec![],
+                },
             ],
         }
         .build()
@@ -187,11 +227,14 @@ mod tests {
     #[test]
     fn the_reference_pat_and_pmt_examples() {
         // §9.2/§9.4 worked examples: our builders produce them byte for byte.
-        let expect_pat = [0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00, 0x2a, 0xb1, 0x04, 0xb2];
+        let expect_pat = [
+            0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00, 0x2a, 0xb1,
+            0x04, 0xb2,
+        ];
         assert_eq!(pat(0), expect_pat);
         let expect_pmt = [
-            0x02, 0xb0, 0x17, 0x00, 0x01, 0xc1, 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00, 0x1b, 0xe1, 0x00, 0xf0, 0x00, 0x0f,
-            0xe1, 0x01, 0xf0, 0x00, 0x2f, 0x44, 0xb9, 0x9b,
+            0x02, 0xb0, 0x17, 0x00, 0x01, 0xc1, 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00, 0x1b, 0xe1,
+            0x00, 0xf0, 0x00, 0x0f, 0xe1, 0x01, 0xf0, 0x00, 0x2f, 0x44, 0xb9, 0x9b,
         ];
         assert_eq!(pmt(), expect_pmt);
     }
@@ -213,7 +256,12 @@ mod tests {
         assert_eq!(got, vec![pat(0), pmt(), eit(1, 0x4e), eit(1, 0x50), pat(1)]);
 
         let mut got = Vec::new();
-        let tables = Tables { pat: false, pmt: true, sdt: false, eit: false };
+        let tables = Tables {
+            pat: false,
+            pmt: true,
+            sdt: false,
+            eit: false,
+        };
         SectionFilter::new(tables).push(&ts, &mut |s| got.push(s.to_vec()));
         assert_eq!(got, vec![pmt()]);
     }

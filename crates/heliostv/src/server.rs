@@ -24,16 +24,21 @@ use yard::{ReaderEvent, ReaderOptions, Yard, YardEvent};
 use crate::config::Config;
 use crate::data::{SectionFilter, strip_si};
 use crate::session::{
-    Catalog, ChannelRef, ControlAction, ControlSession, DataAction, DataKind, DataSession, Grant, Mode, Registry,
-    canonical_uri, sort_services,
+    Catalog, ChannelRef, ControlAction, ControlSession, DataAction, DataKind, DataSession, Grant,
+    Mode, Registry, canonical_uri, sort_services,
 };
-use crate::wire::{ChangeKind, Decoder, Message, Origin, ServiceChange, ServiceInfo, encode_section};
+use crate::wire::{
+    ChangeKind, Decoder, Message, Origin, ServiceChange, ServiceInfo, encode_section,
+};
 
 /// Errors of [`run`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("no {0} listener could be opened")]
     NoListener(&'static str),
 }
@@ -59,7 +64,8 @@ fn bind_all(addrs: &[SocketAddr], what: &'static str) -> Result<Vec<TcpListener>
                     && matches!(
                         source.kind(),
                         std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
-                    ) || source.raw_os_error() == Some(97) =>
+                    )
+                    || source.raw_os_error() == Some(97) =>
             {
                 warn!(%addr, error = %source, "heliostv: IPv6 not available, listener skipped");
             }
@@ -89,7 +95,13 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves one control and one data listener until `shutdown` is cancelled,
 /// then ends every session (ABORT `shutdown`) and returns once the
 /// connections are closed.
-pub async fn serve(control: TcpListener, data: TcpListener, yard: Yard, config: Config, shutdown: CancellationToken) {
+pub async fn serve(
+    control: TcpListener,
+    data: TcpListener,
+    yard: Yard,
+    config: Config,
+    shutdown: CancellationToken,
+) {
     serve_listeners(vec![control], vec![data], yard, config, shutdown).await
 }
 
@@ -107,17 +119,30 @@ pub async fn serve_listeners(
         if let Ok(addr) = l.local_addr() {
             info!(%addr, "heliostv control listener");
         }
-        tracker.spawn(accept_loop(l, Listener::Control, shared.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(
+            l,
+            Listener::Control,
+            shared.clone(),
+            tracker.clone(),
+        ));
     }
     for l in data {
         if let Ok(addr) = l.local_addr() {
             info!(%addr, "heliostv data listener");
         }
-        tracker.spawn(accept_loop(l, Listener::Data, shared.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(
+            l,
+            Listener::Data,
+            shared.clone(),
+            tracker.clone(),
+        ));
     }
     shutdown.cancelled().await;
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
         warn!("heliostv: connections still open 5 s after shutdown");
     }
 }
@@ -128,7 +153,12 @@ enum Listener {
     Data,
 }
 
-async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>, tracker: TaskTracker) {
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Listener,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -144,6 +174,10 @@ async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>,
             }
         };
         let _ = stream.set_nodelay(true);
+        if matches!(kind, Listener::Data) && shared.config.data_send_buffer > 0 {
+            let _ = socket2::SockRef::from(&stream)
+                .set_send_buffer_size(shared.config.data_send_buffer);
+        }
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let shared = shared.clone();
@@ -193,7 +227,10 @@ impl Shared {
             yard,
             config,
             shutdown,
-            state: Mutex::new(State { registry, data: HashMap::new() }),
+            state: Mutex::new(State {
+                registry,
+                data: HashMap::new(),
+            }),
             programs: Mutex::new(HashMap::new()),
             programs_changed: watch::channel(0).0,
         }
@@ -203,7 +240,10 @@ impl Shared {
         let handle = self.state.lock().data.remove(&token);
         if let Some(h) = handle {
             h.close.cancel();
-            if tokio::time::timeout(Duration::from_secs(2), h.closed.cancelled()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), h.closed.cancelled())
+                .await
+                .is_err()
+            {
                 warn!(token, "heliostv: data connection slow to close");
             }
         }
@@ -216,7 +256,8 @@ impl Shared {
         );
         let old = self.programs.lock().insert(channel_id, flags);
         if old != Some(flags) {
-            self.programs_changed.send_modify(|g| *g = g.wrapping_add(1));
+            self.programs_changed
+                .send_modify(|g| *g = g.wrapping_add(1));
         }
     }
 }
@@ -232,7 +273,11 @@ impl Catalog for YardCatalog<'_> {
             .yard
             .channels()
             .iter()
-            .map(|c| ChannelRef { id: c.id, number: c.number, name: c.name.clone() })
+            .map(|c| ChannelRef {
+                id: c.id,
+                number: c.number,
+                name: c.name.clone(),
+            })
             .collect()
     }
 
@@ -250,7 +295,12 @@ impl Catalog for YardCatalog<'_> {
                     name: c.name.clone(),
                     number: u64::from(c.number),
                     provider: c.provider_name.clone().unwrap_or_default(),
-                    tags: c.tags.iter().filter_map(|t| self.shared.yard.tag(*t)).map(|t| t.name.clone()).collect(),
+                    tags: c
+                        .tags
+                        .iter()
+                        .filter_map(|t| self.shared.yard.tag(*t))
+                        .map(|t| t.name.clone())
+                        .collect(),
                     has_video,
                     has_audio,
                 }
@@ -293,7 +343,11 @@ async fn control_connection(shared: Arc<Shared>, stream: TcpStream) {
 
     while !closing {
         if out.len() > shared.config.control_queue_limit {
-            warn!(session = id.0, queued = out.len(), "heliostv: control connection closed, client not reading answers");
+            warn!(
+                session = id.0,
+                queued = out.len(),
+                "heliostv: control connection closed, client not reading answers"
+            );
             break;
         }
         let room = decoder.room().min(buf.len());
@@ -422,18 +476,30 @@ async fn apply_control(
 /// Compares the current services with what the client knows and queues one
 /// notification with the differences, if any.
 fn notify_changes(shared: &Shared, sub: &mut Subscription, out: &mut Vec<u8>) {
-    let now: BTreeMap<String, ServiceInfo> =
-        YardCatalog { shared }.services().into_iter().map(|s| (s.uri.clone(), s)).collect();
+    let now: BTreeMap<String, ServiceInfo> = YardCatalog { shared }
+        .services()
+        .into_iter()
+        .map(|s| (s.uri.clone(), s))
+        .collect();
     let mut changes = Vec::new();
     for (uri, old) in &sub.known {
         if !now.contains_key(uri) {
-            changes.push(ServiceChange { kind: ChangeKind::Removed, service: old.clone() });
+            changes.push(ServiceChange {
+                kind: ChangeKind::Removed,
+                service: old.clone(),
+            });
         }
     }
     for (uri, new) in &now {
         match sub.known.get(uri) {
-            None => changes.push(ServiceChange { kind: ChangeKind::Added, service: new.clone() }),
-            Some(old) if old != new => changes.push(ServiceChange { kind: ChangeKind::Updated, service: new.clone() }),
+            None => changes.push(ServiceChange {
+                kind: ChangeKind::Added,
+                service: new.clone(),
+            }),
+            Some(old) if old != new => changes.push(ServiceChange {
+                kind: ChangeKind::Updated,
+                service: new.clone(),
+            }),
             Some(_) => {}
         }
     }
@@ -450,21 +516,35 @@ fn notify_changes(shared: &Shared, sub: &mut Subscription, out: &mut Vec<u8>) {
         let mut encoded = Vec::new();
         crate::wire::encode_value(&value, &mut encoded);
         if !batch.is_empty() && size + encoded.len() > limit {
-            Message::ServicesChanged { request: sub.request, changes: std::mem::take(&mut batch) }.encode(out);
+            Message::ServicesChanged {
+                request: sub.request,
+                changes: std::mem::take(&mut batch),
+            }
+            .encode(out);
             size = 16;
         }
         size += encoded.len();
         batch.push(value);
     }
-    Message::ServicesChanged { request: sub.request, changes: batch }.encode(out);
+    Message::ServicesChanged {
+        request: sub.request,
+        changes: batch,
+    }
+    .encode(out);
 }
 
 // --------------------------------------------------------- data connection
 
 async fn data_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    if shared.state.lock().registry.is_blocked(peer.ip(), std::time::Instant::now()) {
+    if shared
+        .state
+        .lock()
+        .registry
+        .is_blocked(peer.ip(), std::time::Instant::now())
+    {
         debug!("heliostv: data connection refused, too many invalid tokens from this address");
-        metrics::counter!("switchyard_heliostv_refusals_total", "reason" => "token_guessing").increment(1);
+        metrics::counter!("switchyard_heliostv_refusals_total", "reason" => "token_guessing")
+            .increment(1);
         return;
     }
     let (mut rd, mut wr) = stream.into_split();
@@ -478,7 +558,9 @@ async fn data_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAdd
             Err(e) => break Err(e),
         }
         let room = decoder.room().min(buf.len());
-        let Some(slot) = buf.get_mut(..room) else { return };
+        let Some(slot) = buf.get_mut(..room) else {
+            return;
+        };
         match tokio::time::timeout_at(deadline, rd.read(slot)).await {
             Err(_) => {
                 debug!("heliostv: no AUTHORIZE in time");
@@ -492,14 +574,19 @@ async fn data_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAdd
     let (actions, handle) = {
         let mut st = shared.state.lock();
         let actions = match first {
-            Ok(message) => data_session.handle(message, std::time::Instant::now(), &mut st.registry),
+            Ok(message) => {
+                data_session.handle(message, std::time::Instant::now(), &mut st.registry)
+            }
             Err(e) => data_session.stream_error(e),
         };
         // Registered under the same lock as the grant, so a DEL_SERVICE can
         // never find the entry ACTIVE without a way to close its connection.
         let handle = actions.iter().find_map(|a| match a {
             DataAction::Stream(grant) => {
-                let h = DataHandle { close: CancellationToken::new(), closed: CancellationToken::new() };
+                let h = DataHandle {
+                    close: CancellationToken::new(),
+                    closed: CancellationToken::new(),
+                };
                 st.data.insert(grant.token, h.clone());
                 Some((*grant, h))
             }
@@ -512,7 +599,8 @@ async fn data_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAdd
         if let DataAction::Send(m) = a {
             if let Message::Abort { reason } | Message::Error { error: reason, .. } = m {
                 debug!(%reason, "heliostv: data connection refused");
-                metrics::counter!("switchyard_heliostv_refusals_total", "reason" => reason.clone()).increment(1);
+                metrics::counter!("switchyard_heliostv_refusals_total", "reason" => reason.clone())
+                    .increment(1);
             }
             m.encode(&mut out);
         }
@@ -522,11 +610,22 @@ async fn data_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAdd
         let _ = wr.shutdown().await;
         return;
     };
-    let _finish = FinishGuard { shared: shared.clone(), token: grant.token, closed: handle.closed.clone() };
+    let _finish = FinishGuard {
+        shared: shared.clone(),
+        token: grant.token,
+        closed: handle.closed.clone(),
+    };
     metrics::gauge!("switchyard_heliostv_data_connections").increment(1.0);
     // Client bytes after AUTHORIZE are read and discarded (§9.1 STREAMING).
     drop(decoder);
-    let pump = Pump { shared: &shared, grant, peer, close: handle.close, rd, wr };
+    let pump = Pump {
+        shared: &shared,
+        grant,
+        peer,
+        close: handle.close,
+        rd,
+        wr,
+    };
     pump.run(out).await;
     metrics::gauge!("switchyard_heliostv_data_connections").decrement(1.0);
 }
@@ -574,16 +673,18 @@ impl Pump<'_> {
         let config = &self.shared.config;
         let label = format!("heliostv {}", self.peer);
         let (opts, stall) = match self.grant.kind {
-            DataKind::Ts(Mode::Player) => {
-                (ReaderOptions::ts(label).with_max_bytes(config.player_queue_limit), config.player_stall_timeout())
-            }
+            DataKind::Ts(Mode::Player) => (
+                ReaderOptions::ts(label).with_max_bytes(config.player_queue_limit),
+                config.player_stall_timeout(),
+            ),
             DataKind::Ts(Mode::Recorder) => (
                 ReaderOptions::recorder(label).with_max_bytes(config.recorder_queue_limit),
                 config.recorder_stall_timeout(),
             ),
-            DataKind::Sections(_) => {
-                (ReaderOptions::ts(label).with_max_bytes(config.section_queue_limit), config.player_stall_timeout())
-            }
+            DataKind::Sections(_) => (
+                ReaderOptions::ts(label).with_max_bytes(config.section_queue_limit),
+                config.player_stall_timeout(),
+            ),
         };
         let mut reader = match self.shared.yard.subscribe(channel, opts) {
             Ok(r) => r,
@@ -591,7 +692,8 @@ impl Pump<'_> {
                 // The channel went away between NEW_SERVICE and AUTHORIZE:
                 // the entry ends like any other closed data connection.
                 info!(channel, error = %e, "heliostv: channel unavailable");
-                let _ = tokio::time::timeout(Duration::from_secs(2), self.wr.write_all(&result)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), self.wr.write_all(&result)).await;
                 return;
             }
         };
@@ -612,6 +714,7 @@ impl Pump<'_> {
         };
         let mut discard = [0u8; 1024];
         let mut sent: u64 = 0;
+        let mut dropped_before_start: Option<u64> = None;
         let stop = loop {
             let event = tokio::select! {
                 biased;
@@ -634,7 +737,11 @@ impl Pump<'_> {
                         Some(filter) => {
                             let mut out = Vec::new();
                             filter.push(&chunk, &mut |s| encode_section(s, &mut out));
-                            if reader.stats().dropped_ts_bytes > 0 {
+                            // Chunks before the first keyframe are counted as
+                            // dropped too; only later drops mean overflow.
+                            let dropped = reader.stats().dropped_ts_bytes;
+                            let baseline = *dropped_before_start.get_or_insert(dropped);
+                            if dropped > baseline {
                                 warn!(channel = %name, peer = %self.peer, "heliostv: section connection closed: queue limit");
                                 break Stop::Closed;
                             }
@@ -660,22 +767,28 @@ impl Pump<'_> {
                     break Stop::Closed;
                 }
                 Some(ReaderEvent::Program(p)) => self.shared.note_program(channel, &p),
-                Some(ReaderEvent::SourceLost { reason }) => debug!(channel = %name, %reason, "heliostv: input lost"),
-                Some(ReaderEvent::SourceResumed) => debug!(channel = %name, "heliostv: input resumed"),
+                Some(ReaderEvent::SourceLost { reason }) => {
+                    debug!(channel = %name, %reason, "heliostv: input lost")
+                }
+                Some(ReaderEvent::SourceResumed) => {
+                    debug!(channel = %name, "heliostv: input resumed")
+                }
                 Some(ReaderEvent::Frame(_)) => {}
             }
         };
         if stop == Stop::Stalled {
             if recorder {
                 warn!(channel = %name, peer = %self.peer, "recorder cut: stalled");
-                metrics::counter!("switchyard_heliostv_recorder_cuts_total", "reason" => "stalled").increment(1);
+                metrics::counter!("switchyard_heliostv_recorder_cuts_total", "reason" => "stalled")
+                    .increment(1);
             } else {
                 info!(channel = %name, "heliostv: stalled client closed");
             }
         }
         let dropped = reader.stats().dropped_ts_bytes;
         if dropped > 0 {
-            metrics::counter!("switchyard_heliostv_dropped_bytes_total", "mode" => mode).increment(dropped);
+            metrics::counter!("switchyard_heliostv_dropped_bytes_total", "mode" => mode)
+                .increment(dropped);
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.wr.shutdown()).await;
         info!(channel = %name, sent, dropped, ?stop, "heliostv: data connection closed");

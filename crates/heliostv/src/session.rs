@@ -75,8 +75,18 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub const ALL: Tables = Tables { pat: true, pmt: true, sdt: true, eit: true };
-    const NONE: Tables = Tables { pat: false, pmt: false, sdt: false, eit: false };
+    pub const ALL: Tables = Tables {
+        pat: true,
+        pmt: true,
+        sdt: true,
+        eit: true,
+    };
+    const NONE: Tables = Tables {
+        pat: false,
+        pmt: false,
+        sdt: false,
+        eit: false,
+    };
 }
 
 /// What a data connection carries (§7.3).
@@ -113,7 +123,11 @@ impl ServiceUri {
         if reference.is_empty() {
             return None;
         }
-        let mut parsed = ServiceUri { reference, sections: None, tables: None };
+        let mut parsed = ServiceUri {
+            reference,
+            sections: None,
+            tables: None,
+        };
         if query.is_empty() {
             return Some(parsed);
         }
@@ -162,7 +176,11 @@ impl ServiceUri {
             if self.tables.is_some() {
                 return Err(ErrorUri::InvalidUri);
             }
-            DataKind::Ts(if roles.player { Mode::Player } else { Mode::Recorder })
+            DataKind::Ts(if roles.player {
+                Mode::Player
+            } else {
+                Mode::Recorder
+            })
         };
         Ok(kind)
     }
@@ -197,14 +215,26 @@ pub struct ChannelRef {
 pub fn resolve(reference: &str, channels: &[ChannelRef]) -> Option<u32> {
     let unique = |mut it: Box<dyn Iterator<Item = &ChannelRef> + '_>| -> Option<u32> {
         let first = it.next()?;
-        if it.next().is_some() { None } else { Some(first.id) }
+        if it.next().is_some() {
+            None
+        } else {
+            Some(first.id)
+        }
     };
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     unique(Box::new(channels.iter().filter(|c| c.name == reference)))
-        .or_else(|| unique(Box::new(channels.iter().filter(|c| c.name.eq_ignore_ascii_case(reference)))))
+        .or_else(|| {
+            unique(Box::new(
+                channels
+                    .iter()
+                    .filter(|c| c.name.eq_ignore_ascii_case(reference)),
+            ))
+        })
         .or_else(|| {
             let n: u32 = reference.parse().ok().filter(|_| all_digits(reference))?;
-            unique(Box::new(channels.iter().filter(move |c| n != 0 && c.number == n)))
+            unique(Box::new(
+                channels.iter().filter(move |c| n != 0 && c.number == n),
+            ))
         })
         .or_else(|| {
             let digits = reference.strip_prefix("id:").filter(|d| all_digits(d))?;
@@ -285,7 +315,9 @@ pub struct SessionId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryState {
     /// Claimable until the instant given.
-    Pending { until: Instant },
+    Pending {
+        until: Instant,
+    },
     Active,
     Ended,
 }
@@ -384,7 +416,12 @@ impl Registry {
     /// connections are open and must be closed (§8.4).
     pub fn close_session(&mut self, id: SessionId) -> Vec<u32> {
         self.open_sessions.remove(&id);
-        let mine: Vec<u32> = self.entries.iter().filter(|(_, e)| e.session == id).map(|(t, _)| *t).collect();
+        let mine: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.session == id)
+            .map(|(t, _)| *t)
+            .collect();
         let mut active = Vec::new();
         for token in mine {
             if let Some(e) = self.entries.remove(&token) {
@@ -405,7 +442,9 @@ impl Registry {
     /// token and from every token issued in the last 24 hours (§8.2).
     fn issue_token(&mut self, now: Instant) -> u32 {
         while let Some(&(at, token)) = self.recent_order.front() {
-            let expired = now.checked_duration_since(at).is_some_and(|age| age > TOKEN_MEMORY);
+            let expired = now
+                .checked_duration_since(at)
+                .is_some_and(|age| age > TOKEN_MEMORY);
             if !expired && self.recent_order.len() < TOKEN_MEMORY_MAX {
                 break;
             }
@@ -422,13 +461,27 @@ impl Registry {
         }
     }
 
-    fn create_entry(&mut self, session: SessionId, channel_id: u32, kind: DataKind, now: Instant) -> Result<u32, ErrorUri> {
+    fn create_entry(
+        &mut self,
+        session: SessionId,
+        channel_id: u32,
+        kind: DataKind,
+        now: Instant,
+    ) -> Result<u32, ErrorUri> {
         if self.entries_of(session) >= self.limits.max_entries_per_session {
             return Err(ErrorUri::LimitExceeded);
         }
         let token = self.issue_token(now);
         let until = now.checked_add(self.limits.token_lifetime).unwrap_or(now);
-        self.entries.insert(token, Entry { session, channel_id, kind, state: EntryState::Pending { until } });
+        self.entries.insert(
+            token,
+            Entry {
+                session,
+                channel_id,
+                kind,
+                state: EntryState::Pending { until },
+            },
+        );
         Ok(token)
     }
 
@@ -464,7 +517,9 @@ impl Registry {
             // Bound the memory an address-rotating guesser can take.
             self.bad_tokens.retain(|_, b| {
                 b.blocked_until.is_some_and(|u| now < u)
-                    || b.times.back().is_some_and(|t| now.saturating_duration_since(*t) < window)
+                    || b.times
+                        .back()
+                        .is_some_and(|t| now.saturating_duration_since(*t) < window)
             });
         }
         let b = self.bad_tokens.entry(peer).or_default();
@@ -484,7 +539,9 @@ impl Registry {
 
     fn authorize(&mut self, token: u64, now: Instant) -> Result<Grant, ErrorUri> {
         let token = u32::try_from(token).map_err(|_| ErrorUri::InvalidToken)?;
-        let Some(entry) = self.entries.get_mut(&token) else { return Err(ErrorUri::InvalidToken) };
+        let Some(entry) = self.entries.get_mut(&token) else {
+            return Err(ErrorUri::InvalidToken);
+        };
         match entry.state {
             EntryState::Pending { until } if now < until => {}
             EntryState::Pending { .. } => {
@@ -499,7 +556,12 @@ impl Registry {
         }
         entry.state = EntryState::Active;
         self.data_connections += 1;
-        Ok(Grant { token, session: entry.session, channel_id: entry.channel_id, kind: entry.kind })
+        Ok(Grant {
+            token,
+            session: entry.session,
+            channel_id: entry.channel_id,
+            kind: entry.kind,
+        })
     }
 
     /// A data connection that was granted has closed, for any reason: its
@@ -524,7 +586,10 @@ pub enum ControlAction {
     /// From now on, send SERVICES notifications with this request id,
     /// relative to `snapshot` (replaces any earlier subscription, §11.3).
     /// The snapshot's RESULT was the action just before.
-    Subscribe { request: u64, snapshot: Vec<ServiceInfo> },
+    Subscribe {
+        request: u64,
+        snapshot: Vec<ServiceInfo>,
+    },
     /// Close the connection after what was sent before.
     Close,
 }
@@ -545,7 +610,10 @@ pub struct ControlSession {
 
 impl ControlSession {
     pub fn new(id: SessionId) -> ControlSession {
-        ControlSession { id, state: ControlState::AwaitHello }
+        ControlSession {
+            id,
+            state: ControlState::AwaitHello,
+        }
     }
 
     pub fn id(&self) -> SessionId {
@@ -574,19 +642,31 @@ impl ControlSession {
         match (&self.state, incoming) {
             (ControlState::Closed, _) => Vec::new(),
             (_, Ok(Message::Abort { .. })) => self.close(registry, None),
-            (_, Err(Malformed { code: Some(crate::wire::code::ABORT), .. })) => self.close(registry, None),
-            (ControlState::AwaitHello, Ok(Message::Hello { roles })) => match Roles::parse(&roles) {
-                Err(e) => self.close(registry, Some(e)),
-                Ok(roles) => match registry.open_session(self.id) {
+            (
+                _,
+                Err(Malformed {
+                    code: Some(crate::wire::code::ABORT),
+                    ..
+                }),
+            ) => self.close(registry, None),
+            (ControlState::AwaitHello, Ok(Message::Hello { roles })) => {
+                match Roles::parse(&roles) {
                     Err(e) => self.close(registry, Some(e)),
-                    Ok(()) => {
-                        self.state = ControlState::Open { roles };
-                        vec![ControlAction::Send(Message::Welcome)]
-                    }
-                },
-            },
-            (ControlState::AwaitHello, Ok(_)) => self.close(registry, Some(ErrorUri::UnexpectedMessage)),
-            (ControlState::AwaitHello, Err(_)) => self.close(registry, Some(ErrorUri::InvalidMessage)),
+                    Ok(roles) => match registry.open_session(self.id) {
+                        Err(e) => self.close(registry, Some(e)),
+                        Ok(()) => {
+                            self.state = ControlState::Open { roles };
+                            vec![ControlAction::Send(Message::Welcome)]
+                        }
+                    },
+                }
+            }
+            (ControlState::AwaitHello, Ok(_)) => {
+                self.close(registry, Some(ErrorUri::UnexpectedMessage))
+            }
+            (ControlState::AwaitHello, Err(_)) => {
+                self.close(registry, Some(ErrorUri::InvalidMessage))
+            }
             (ControlState::Open { roles }, incoming) => {
                 let roles = *roles;
                 self.handle_open(roles, incoming, now, registry, catalog)
@@ -605,42 +685,71 @@ impl ControlSession {
         use crate::wire::code;
         let send = |m: Message| vec![ControlAction::Send(m)];
         match incoming {
-            Ok(Message::Hello { .. } | Message::Welcome | Message::Result { .. } | Message::Error { .. }) => {
+            Ok(
+                Message::Hello { .. }
+                | Message::Welcome
+                | Message::Result { .. }
+                | Message::Error { .. },
+            ) => self.close(registry, Some(ErrorUri::UnexpectedMessage)),
+            Ok(Message::ServicesChanged { .. }) => {
                 self.close(registry, Some(ErrorUri::UnexpectedMessage))
             }
-            Ok(Message::ServicesChanged { .. }) => self.close(registry, Some(ErrorUri::UnexpectedMessage)),
             Ok(Message::Abort { .. }) => self.close(registry, None),
-            Ok(Message::Authorize { request, .. }) => send(Message::error(request, ErrorUri::UnexpectedMessage)),
-            Ok(Message::Unknown { request: Some(request), .. }) => {
-                send(Message::error(request, ErrorUri::UnknownMessage))
+            Ok(Message::Authorize { request, .. }) => {
+                send(Message::error(request, ErrorUri::UnexpectedMessage))
             }
-            Ok(Message::Unknown { request: None, .. }) => self.close(registry, Some(ErrorUri::UnknownMessage)),
+            Ok(Message::Unknown {
+                request: Some(request),
+                ..
+            }) => send(Message::error(request, ErrorUri::UnknownMessage)),
+            Ok(Message::Unknown { request: None, .. }) => {
+                self.close(registry, Some(ErrorUri::UnknownMessage))
+            }
             Ok(Message::NewService { request, resource }) => {
                 let answer = match self.new_service(roles, &resource, now, registry, catalog) {
-                    Ok(token) => Message::Result { request, args: vec![Value::from(token)] },
+                    Ok(token) => Message::Result {
+                        request,
+                        args: vec![Value::from(token)],
+                    },
                     Err(e) => Message::error(request, e),
                 };
                 send(answer)
             }
-            Ok(Message::DelService { request, token }) => match registry.delete_entry(self.id, token) {
-                Ok(Some(active)) => vec![
-                    ControlAction::CloseData(active),
-                    ControlAction::Send(Message::Result { request, args: vec![] }),
-                ],
-                Ok(None) => send(Message::Result { request, args: vec![] }),
-                Err(e) => send(Message::error(request, e)),
-            },
+            Ok(Message::DelService { request, token }) => {
+                match registry.delete_entry(self.id, token) {
+                    Ok(Some(active)) => vec![
+                        ControlAction::CloseData(active),
+                        ControlAction::Send(Message::Result {
+                            request,
+                            args: vec![],
+                        }),
+                    ],
+                    Ok(None) => send(Message::Result {
+                        request,
+                        args: vec![],
+                    }),
+                    Err(e) => send(Message::error(request, e)),
+                }
+            }
             Ok(Message::Services { request }) => {
                 if !roles.service_list {
                     return send(Message::error(request, ErrorUri::InvalidRole));
                 }
                 let services = catalog.services();
-                let answer =
-                    Message::Result { request, args: services.iter().map(ServiceInfo::to_value).collect() };
+                let answer = Message::Result {
+                    request,
+                    args: services.iter().map(ServiceInfo::to_value).collect(),
+                };
                 if answer.to_bytes().len() > registry.limits.max_sent_message {
                     return send(Message::error(request, ErrorUri::LimitExceeded));
                 }
-                vec![ControlAction::Send(answer), ControlAction::Subscribe { request, snapshot: services }]
+                vec![
+                    ControlAction::Send(answer),
+                    ControlAction::Subscribe {
+                        request,
+                        snapshot: services,
+                    },
+                ]
             }
             Err(m) => match (m.code, m.request) {
                 // HELLO and the server's own messages are out of place however
@@ -663,13 +772,18 @@ impl ControlSession {
         catalog: &dyn Catalog,
     ) -> Result<u32, ErrorUri> {
         let uri = ServiceUri::parse(resource).ok_or(ErrorUri::InvalidUri)?;
-        let channel_id = resolve(&uri.reference, &catalog.channels()).ok_or(ErrorUri::InvalidUri)?;
+        let channel_id =
+            resolve(&uri.reference, &catalog.channels()).ok_or(ErrorUri::InvalidUri)?;
         let kind = uri.kind(roles)?;
         registry.create_entry(self.id, channel_id, kind, now)
     }
 
     /// The byte stream failed (§4.3: oversized or not MessagePack).
-    pub fn stream_error(&mut self, _error: StreamError, registry: &mut Registry) -> Vec<ControlAction> {
+    pub fn stream_error(
+        &mut self,
+        _error: StreamError,
+        registry: &mut Registry,
+    ) -> Vec<ControlAction> {
         if self.is_closed() {
             return Vec::new();
         }
@@ -714,7 +828,12 @@ impl ControlSession {
             actions.push(ControlAction::Send(Message::abort(reason)));
         }
         if was_open {
-            actions.extend(registry.close_session(self.id).into_iter().map(ControlAction::CloseData));
+            actions.extend(
+                registry
+                    .close_session(self.id)
+                    .into_iter()
+                    .map(ControlAction::CloseData),
+            );
         }
         actions.push(ControlAction::Close);
         actions
@@ -746,17 +865,29 @@ impl DataSession {
 
     /// Handles the first message of the connection. Every outcome ends the
     /// AWAIT_AUTHORIZE state: either a [`DataAction::Stream`] or a close.
-    pub fn handle(&mut self, incoming: Result<Message, Malformed>, now: Instant, registry: &mut Registry) -> Vec<DataAction> {
+    pub fn handle(
+        &mut self,
+        incoming: Result<Message, Malformed>,
+        now: Instant,
+        registry: &mut Registry,
+    ) -> Vec<DataAction> {
         use crate::wire::code;
         if self.done {
             return Vec::new();
         }
         self.done = true;
         let abort = |e: ErrorUri| vec![DataAction::Send(Message::abort(e)), DataAction::Close];
-        let error = |r: u64, e: ErrorUri| vec![DataAction::Send(Message::error(r, e)), DataAction::Close];
+        let error =
+            |r: u64, e: ErrorUri| vec![DataAction::Send(Message::error(r, e)), DataAction::Close];
         match incoming {
             Ok(Message::Authorize { request, token }) => match registry.authorize(token, now) {
-                Ok(grant) => vec![DataAction::Send(Message::Result { request, args: vec![] }), DataAction::Stream(grant)],
+                Ok(grant) => vec![
+                    DataAction::Send(Message::Result {
+                        request,
+                        args: vec![],
+                    }),
+                    DataAction::Stream(grant),
+                ],
                 Err(e) => {
                     if e == ErrorUri::InvalidToken {
                         registry.note_bad_token(self.peer, now);
@@ -764,13 +895,22 @@ impl DataSession {
                     error(request, e)
                 }
             },
-            Ok(Message::Abort { .. }) | Err(Malformed { code: Some(code::ABORT), .. }) => vec![DataAction::Close],
+            Ok(Message::Abort { .. })
+            | Err(Malformed {
+                code: Some(code::ABORT),
+                ..
+            }) => vec![DataAction::Close],
             Ok(_) => abort(ErrorUri::UnexpectedMessage),
             // A message of another type is out of place however it is shaped:
             // the 2015 data request `[1, token, "TF1"]` is a broken HELLO, and
             // §14 answers it as unexpected.
-            Err(Malformed { code: Some(c), .. }) if c != code::AUTHORIZE => abort(ErrorUri::UnexpectedMessage),
-            Err(Malformed { request: Some(request), .. }) => error(request, ErrorUri::InvalidMessage),
+            Err(Malformed { code: Some(c), .. }) if c != code::AUTHORIZE => {
+                abort(ErrorUri::UnexpectedMessage)
+            }
+            Err(Malformed {
+                request: Some(request),
+                ..
+            }) => error(request, ErrorUri::InvalidMessage),
             Err(Malformed { request: None, .. }) => abort(ErrorUri::InvalidMessage),
         }
     }
@@ -778,7 +918,10 @@ impl DataSession {
     /// Oversized or not MessagePack.
     pub fn stream_error(&mut self, _error: StreamError) -> Vec<DataAction> {
         self.done = true;
-        vec![DataAction::Send(Message::abort(ErrorUri::InvalidMessage)), DataAction::Close]
+        vec![
+            DataAction::Send(Message::abort(ErrorUri::InvalidMessage)),
+            DataAction::Close,
+        ]
     }
 }
 

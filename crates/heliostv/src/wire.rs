@@ -145,20 +145,25 @@ impl Message {
     }
 
     pub fn abort(reason: ErrorUri) -> Message {
-        Message::Abort { reason: reason.as_str().to_owned() }
+        Message::Abort {
+            reason: reason.as_str().to_owned(),
+        }
     }
 
     pub fn error(request: u64, error: ErrorUri) -> Message {
-        Message::Error { request, error: error.as_str().to_owned() }
+        Message::Error {
+            request,
+            error: error.as_str().to_owned(),
+        }
     }
 
     /// The message as a MessagePack value, in the layout of §5.
     pub fn to_value(&self) -> Value {
         let mut items: Vec<Value> = vec![Value::from(self.code())];
         match self {
-            Message::Hello { roles } => {
-                items.push(Value::Array(roles.iter().map(|r| Value::from(r.as_str())).collect()))
-            }
+            Message::Hello { roles } => items.push(Value::Array(
+                roles.iter().map(|r| Value::from(r.as_str())).collect(),
+            )),
             Message::Welcome => {}
             Message::Abort { reason } => items.push(Value::from(reason.as_str())),
             Message::Result { request, args } => {
@@ -215,7 +220,13 @@ impl Message {
         let code = match items.first().and_then(as_integer) {
             Some(c) if c > 0 => c,
             Some(_) => return Err(Malformed::new(None, request, "message type 0")),
-            None => return Err(Malformed::new(None, request, "message type is not a positive integer")),
+            None => {
+                return Err(Malformed::new(
+                    None,
+                    request,
+                    "message type is not a positive integer",
+                ));
+            }
         };
         check_well_formed(value).map_err(|what| Malformed::new(Some(code), request, what))?;
         let bad = |what: &'static str| Malformed::new(Some(code), request, what);
@@ -235,8 +246,13 @@ impl Message {
             }
             code::WELCOME => Ok(Message::Welcome),
             code::ABORT => {
-                let reason = items.get(1).and_then(Value::as_str).ok_or_else(|| bad("Reason is not a string"))?;
-                Ok(Message::Abort { reason: reason.to_owned() })
+                let reason = items
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("Reason is not a string"))?;
+                Ok(Message::Abort {
+                    reason: reason.to_owned(),
+                })
             }
             code::RESULT => {
                 let request = req()?;
@@ -250,7 +266,10 @@ impl Message {
             }
             code::AUTHORIZE | code::DEL_SERVICE => {
                 let request = req()?;
-                let token = items.get(2).and_then(as_integer).ok_or_else(|| bad("Token is not an integer"))?;
+                let token = items
+                    .get(2)
+                    .and_then(as_integer)
+                    .ok_or_else(|| bad("Token is not an integer"))?;
                 if code == code::AUTHORIZE {
                     Ok(Message::Authorize { request, token })
                 } else {
@@ -259,21 +278,35 @@ impl Message {
             }
             code::ERROR => {
                 let request = req()?;
-                let error = items.get(2).and_then(Value::as_str).ok_or_else(|| bad("Error is not a string"))?;
-                Ok(Message::Error { request, error: error.to_owned() })
+                let error = items
+                    .get(2)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("Error is not a string"))?;
+                Ok(Message::Error {
+                    request,
+                    error: error.to_owned(),
+                })
             }
             code::NEW_SERVICE => {
                 let request = req()?;
-                let resource =
-                    items.get(2).and_then(Value::as_str).ok_or_else(|| bad("Resource is not a string"))?;
-                Ok(Message::NewService { request, resource: resource.to_owned() })
+                let resource = items
+                    .get(2)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("Resource is not a string"))?;
+                Ok(Message::NewService {
+                    request,
+                    resource: resource.to_owned(),
+                })
             }
             code::SERVICES => {
                 let request = req()?;
                 match origin {
                     Origin::Client => Ok(Message::Services { request }),
                     Origin::Server => match items.get(2) {
-                        Some(Value::Array(changes)) => Ok(Message::ServicesChanged { request, changes: changes.clone() }),
+                        Some(Value::Array(changes)) => Ok(Message::ServicesChanged {
+                            request,
+                            changes: changes.clone(),
+                        }),
                         _ => Err(bad("Changes is not a list")),
                     },
                 }
@@ -296,7 +329,11 @@ pub struct Malformed {
 
 impl Malformed {
     fn new(code: Option<u64>, request: Option<u64>, what: &'static str) -> Malformed {
-        Malformed { code, request, what }
+        Malformed {
+            code,
+            request,
+            what,
+        }
     }
 }
 
@@ -356,9 +393,15 @@ pub struct Limits {
 
 impl Limits {
     /// What the server accepts from clients (§4.3).
-    pub const SERVER: Limits = Limits { max_message: MAX_MESSAGE_SIZE, max_nesting: MAX_NESTING };
+    pub const SERVER: Limits = Limits {
+        max_message: MAX_MESSAGE_SIZE,
+        max_nesting: MAX_NESTING,
+    };
     /// What a client must accept from the server (§4.3: up to 1 MiB).
-    pub const CLIENT: Limits = Limits { max_message: MAX_SENT_MESSAGE, max_nesting: 64 };
+    pub const CLIENT: Limits = Limits {
+        max_message: MAX_SENT_MESSAGE,
+        max_nesting: 64,
+    };
 }
 
 impl Default for Limits {
@@ -373,7 +416,10 @@ pub enum Object {
     Value(Value),
     /// Complete and within the size limit, but nested deeper than allowed.
     /// Carries what could be read of the head, so the session can answer.
-    TooDeep { code: Option<u64>, request: Option<u64> },
+    TooDeep {
+        code: Option<u64>,
+        request: Option<u64>,
+    },
 }
 
 impl Object {
@@ -381,7 +427,9 @@ impl Object {
     pub fn into_message(self, origin: Origin) -> Result<Message, Malformed> {
         match self {
             Object::Value(v) => Message::from_value(&v, origin),
-            Object::TooDeep { code, request } => Err(Malformed::new(code, request, "nesting too deep")),
+            Object::TooDeep { code, request } => {
+                Err(Malformed::new(code, request, "nesting too deep"))
+            }
         }
     }
 }
@@ -418,7 +466,13 @@ enum Step {
 
 impl Decoder {
     pub fn new(limits: Limits) -> Decoder {
-        Decoder { limits, buf: Vec::new(), start: 0, scan: Scan::default(), failed: None }
+        Decoder {
+            limits,
+            buf: Vec::new(),
+            start: 0,
+            scan: Scan::default(),
+            failed: None,
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -472,7 +526,9 @@ impl Decoder {
             }
             Ok(Step::Incomplete) => {
                 if self.buffered() >= self.limits.max_message {
-                    let e = StreamError::TooLarge { limit: self.limits.max_message };
+                    let e = StreamError::TooLarge {
+                        limit: self.limits.max_message,
+                    };
                     self.failed = Some(e);
                     return Err(e);
                 }
@@ -481,7 +537,11 @@ impl Decoder {
             Ok(Step::Complete { len, too_deep }) => {
                 let end = self.start.saturating_add(len).min(self.buf.len());
                 let bytes = self.buf.get(self.start..end).unwrap_or_default();
-                let object = if too_deep { read_head(bytes) } else { read_whole(bytes) };
+                let object = if too_deep {
+                    read_head(bytes)
+                } else {
+                    read_whole(bytes)
+                };
                 self.start = end;
                 self.scan = Scan::default();
                 Ok(Some(object))
@@ -497,8 +557,11 @@ impl Decoder {
         let scan = &mut self.scan;
         loop {
             let pos = scan.pos;
-            let Some(&marker) = data.get(pos) else { return Ok(Step::Incomplete) };
-            let (header, kind) = match item_header(marker, data.get(pos + 1..).unwrap_or_default())? {
+            let Some(&marker) = data.get(pos) else {
+                return Ok(Step::Incomplete);
+            };
+            let (header, kind) = match item_header(marker, data.get(pos + 1..).unwrap_or_default())?
+            {
                 Some(h) => h,
                 None => return Ok(Step::Incomplete),
             };
@@ -536,7 +599,12 @@ impl Decoder {
             // An item is complete: close every container it completes.
             loop {
                 match scan.open.last_mut() {
-                    None => return Ok(Step::Complete { len: scan.pos, too_deep: scan.too_deep }),
+                    None => {
+                        return Ok(Step::Complete {
+                            len: scan.pos,
+                            too_deep: scan.too_deep,
+                        });
+                    }
                     Some(left) => {
                         *left = left.saturating_sub(1);
                         if *left > 0 {
@@ -565,7 +633,11 @@ fn item_header(marker: u8, rest: &[u8]) -> Result<Option<(usize, Item)>, StreamE
         Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     };
     let fixed = |n: u64| Ok(Some((0, Item::Scalar(n))));
-    let sized = |n: usize, scalar: bool, mult: u64, extra: u64| -> Result<Option<(usize, Item)>, StreamError> {
+    let sized = |n: usize,
+                 scalar: bool,
+                 mult: u64,
+                 extra: u64|
+     -> Result<Option<(usize, Item)>, StreamError> {
         Ok(be(n).map(|len| {
             let item = if scalar {
                 Item::Scalar(len.saturating_add(extra))
@@ -576,7 +648,9 @@ fn item_header(marker: u8, rest: &[u8]) -> Result<Option<(usize, Item)>, StreamE
         }))
     };
     match Marker::from_u8(marker) {
-        Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => fixed(0),
+        Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+            fixed(0)
+        }
         Marker::Reserved => Err(StreamError::NotMessagePack),
         Marker::FixStr(n) => fixed(u64::from(n)),
         Marker::FixArray(n) => Ok(Some((0, Item::Container(u64::from(n))))),
@@ -610,7 +684,10 @@ fn read_whole(mut bytes: &[u8]) -> Object {
     match rmpv::decode::read_value_with_max_depth(&mut bytes, 1024) {
         Ok(v) => Object::Value(v),
         // Unreachable after a successful scan; treated as unreadable head.
-        Err(_) => Object::TooDeep { code: None, request: None },
+        Err(_) => Object::TooDeep {
+            code: None,
+            request: None,
+        },
     }
 }
 
@@ -618,14 +695,27 @@ fn read_whole(mut bytes: &[u8]) -> Object {
 /// array, each with a bounded depth.
 fn read_head(mut bytes: &[u8]) -> Object {
     let Ok(len) = rmp::decode::read_array_len(&mut bytes) else {
-        return Object::TooDeep { code: None, request: None };
+        return Object::TooDeep {
+            code: None,
+            request: None,
+        };
     };
     let next = |rd: &mut &[u8]| -> Option<u64> {
-        rmpv::decode::read_value_with_max_depth(rd, 8).ok().as_ref().and_then(as_integer)
+        rmpv::decode::read_value_with_max_depth(rd, 8)
+            .ok()
+            .as_ref()
+            .and_then(as_integer)
     };
     let code = if len >= 1 { next(&mut bytes) } else { None };
-    let request = if len >= 2 && code.is_some() { next(&mut bytes) } else { None };
-    Object::TooDeep { code: code.filter(|c| *c > 0), request }
+    let request = if len >= 2 && code.is_some() {
+        next(&mut bytes)
+    } else {
+        None
+    };
+    Object::TooDeep {
+        code: code.filter(|c| *c > 0),
+        request,
+    }
 }
 
 /// The service description of the SERVICES extension (§11.2).
@@ -648,7 +738,10 @@ impl ServiceInfo {
             (Value::from("name"), Value::from(self.name.as_str())),
             (Value::from("number"), Value::from(self.number)),
             (Value::from("provider"), Value::from(self.provider.as_str())),
-            (Value::from("tags"), Value::Array(self.tags.iter().map(|t| Value::from(t.as_str())).collect())),
+            (
+                Value::from("tags"),
+                Value::Array(self.tags.iter().map(|t| Value::from(t.as_str())).collect()),
+            ),
             (Value::from("has_video"), Value::from(self.has_video)),
             (Value::from("has_audio"), Value::from(self.has_audio)),
         ])
@@ -657,7 +750,11 @@ impl ServiceInfo {
     /// Reads a service dict; unknown keys are ignored, all seven are required.
     pub fn from_value(value: &Value) -> Option<ServiceInfo> {
         let map = value.as_map()?;
-        let get = |key: &str| map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
+        let get = |key: &str| {
+            map.iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v)
+        };
         let string = |key: &str| get(key).and_then(Value::as_str).map(str::to_owned);
         Some(ServiceInfo {
             uri: string("uri")?,
@@ -712,14 +809,21 @@ impl ServiceChange {
     /// ignore them, §11.3) and for broken dicts.
     pub fn from_value(value: &Value) -> Option<ServiceChange> {
         let map = value.as_map()?;
-        let get = |key: &str| map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
+        let get = |key: &str| {
+            map.iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v)
+        };
         let kind = match get("change")?.as_str()? {
             "added" => ChangeKind::Added,
             "updated" => ChangeKind::Updated,
             "removed" => ChangeKind::Removed,
             _ => return None,
         };
-        Some(ServiceChange { kind, service: ServiceInfo::from_value(get("service")?)? })
+        Some(ServiceChange {
+            kind,
+            service: ServiceInfo::from_value(get("service")?)?,
+        })
     }
 }
 
