@@ -66,6 +66,51 @@ pub struct LoadReport {
     pub server_cpu: Option<Duration>,
 }
 
+impl std::fmt::Display for LoadReport {
+    /// One line per figure, for the bench to print as is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "sessions × members   {} × {} ({} streamed)",
+            self.sessions,
+            self.members / self.sessions.max(1),
+            self.members_streamed
+        )?;
+        writeln!(f, "interval             {} µs", self.interval_us)?;
+        writeln!(
+            f,
+            "received / lost      {} / {} ({:.4} % loss)",
+            self.received,
+            self.lost,
+            self.loss * 100.0
+        )?;
+        writeln!(
+            f,
+            "duplicates / reorder {} / {}",
+            self.duplicates, self.out_of_order
+        )?;
+        writeln!(
+            f,
+            "jitter p50/p99/max   {} / {} / {} µs",
+            self.jitter_p50_us, self.jitter_p99_us, self.jitter_max_us
+        )?;
+        writeln!(f, "wall                 {:.2} s", self.wall.as_secs_f64())?;
+        writeln!(
+            f,
+            "process CPU          {:.2} s",
+            self.process_cpu.as_secs_f64()
+        )?;
+        match self.server_cpu {
+            Some(cpu) => writeln!(
+                f,
+                "server CPU           {:.2} s (one thread)",
+                cpu.as_secs_f64()
+            ),
+            None => writeln!(f, "server CPU           not measured (remote server)"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("load generator I/O: {0}")]
@@ -366,6 +411,6 @@ mod full_load {
     fn fifty_sessions_of_ten_at_2_mbit() {
         let report =
             super::run_local(50, 10, 2_000_000, std::time::Duration::from_secs(5)).unwrap();
-        println!("{report:#?}");
+        println!("{report}");
     }
 }
