@@ -629,3 +629,35 @@ async fn session_ports_stay_in_the_configured_range() {
     let answer = wire::decode_p0(&buf[..n], wire::Direction::ToClient).unwrap();
     assert_eq!(answer, wire::P0Packet::PortAllocated { seq: 1, port: 0 });
 }
+
+#[tokio::test]
+async fn the_demo_movie_arrives_byte_for_byte() {
+    let demo = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../demo/demo-movie.mp4"
+    ))
+    .unwrap();
+    let config = quick();
+    let library = server::library_from_config(
+        &config,
+        vec![("demo-movie.mp4".into(), Bytes::from(demo.clone()))],
+    )
+    .unwrap();
+    let sockets = server::bind_listen(&config.listen).unwrap();
+    let addr = sockets[0].local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(server::serve_on(sockets, config, library, stop.clone()));
+    let mut l = spawn(
+        udp().await,
+        leader_role(addr, MovieSelector::Name("demo-movie.mp4".into())),
+    );
+    let session = session_addr(&mut l).await;
+    let m = spawn(udp().await, Role::Member { session });
+    for r in [l, m] {
+        let (s, file) = finish(r).await;
+        assert_eq!(s.outcome(), Some(&Outcome::Complete));
+        assert_eq!(s.stats().received, demo.len().div_ceil(1316) as u64);
+        assert!(file == demo);
+    }
+    stop.cancel();
+}
