@@ -19,6 +19,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::VideoOrientation;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
@@ -35,6 +36,39 @@ use crate::{
 /// first track's media (a camera that never starts must not hide the microphone).
 const READY_GRACE: Duration = Duration::from_millis(1000);
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Fast start (as Galène): a joining subscriber is sent the frames since the last
+/// keyframe at once, instead of waiting for a new keyframe, when that keyframe is
+/// this recent. Beyond it the catch-up burst would be worse than the wait.
+const FAST_START_FRAMES: usize = 15;
+const FAST_START_BYTES: usize = 64 * 1024;
+
+/// A frame as forwarding needs it, from a live `MediaData` or from the cache.
+#[derive(Clone)]
+struct Frame {
+    mid: Mid,
+    rid: Option<Rid>,
+    time: MediaTime,
+    network_time: Instant,
+    data: Arc<[u8]>,
+    keyframe: bool,
+    orientation: Option<VideoOrientation>,
+    audio_level: Option<(i8, bool)>,
+}
+
+impl Frame {
+    fn of(d: &MediaData) -> Frame {
+        Frame {
+            mid: d.mid,
+            rid: d.rid,
+            time: d.time,
+            network_time: d.network_time,
+            data: d.data.clone(),
+            keyframe: d.is_keyframe(),
+            orientation: d.ext_vals.video_orientation,
+            audio_level: d.ext_vals.audio_level.zip(d.ext_vals.voice_activity),
+        }
+    }
+}
 
 struct Packet {
     socket: usize,
@@ -45,7 +79,7 @@ struct Packet {
 enum Action {
     Forward {
         from: String,
-        data: Box<MediaData>,
+        frame: Box<Frame>,
     },
     Keyframe {
         publisher: String,
@@ -103,6 +137,9 @@ struct UpTrack {
     /// second's rate in bits per second (indexed like `rids`, or [0] without).
     bytes: Vec<u64>,
     rates: Vec<u64>,
+    /// Per encoding: the frames since the last keyframe while fast start is
+    /// still possible (see `FAST_START_FRAMES`), else empty.
+    gop: Vec<Vec<Frame>>,
 }
 
 struct Subscriber {
@@ -371,7 +408,7 @@ impl Engine {
                 return;
             };
             match action {
-                Action::Forward { from, data } => self.forward(&from, &data, now),
+                Action::Forward { from, frame } => self.forward(&from, &frame, now),
                 Action::Keyframe {
                     publisher,
                     mid,
@@ -387,7 +424,7 @@ impl Engine {
 
     // ---- forwarding -------------------------------------------------------
 
-    fn forward(&mut self, from: &str, data: &MediaData, now: Instant) {
+    fn forward(&mut self, from: &str, data: &Frame, now: Instant) {
         let subs = match self.peers.get_mut(from).map(|p| &mut p.role) {
             Some(Role::Publisher(p)) => std::mem::take(&mut p.subscribers),
             _ => return,
@@ -452,7 +489,7 @@ impl Engine {
     }
 
     fn subscriber_connected(&mut self, id: &str, now: Instant) {
-        let wanted: Vec<(String, Mid, Option<Rid>)> = match self.peers.get_mut(id) {
+        let wanted: Vec<(String, Mid, usize, Option<Rid>)> = match self.peers.get_mut(id) {
             Some(Peer {
                 role: Role::Subscriber(s),
                 ..
@@ -462,13 +499,36 @@ impl Engine {
                 .filter(|t| t.kind == Kind::Video)
                 .map(|t| {
                     t.need_keyframe = true;
-                    (t.source.clone(), t.source_mid, rid_of(&t.rids, t.target))
+                    let rid = rid_of(&t.rids, t.target);
+                    (t.source.clone(), t.source_mid, t.target, rid)
                 })
                 .collect(),
             _ => return,
         };
-        for (source, mid, rid) in wanted {
-            self.keyframe(&source, mid, rid, now, false);
+        for (source, mid, enc, rid) in wanted {
+            let cached: Vec<Frame> = match self.peers.get(&source).map(|p| &p.role) {
+                Some(Role::Publisher(p)) => p
+                    .tracks
+                    .iter()
+                    .find(|t| t.mid == mid)
+                    .and_then(|t| t.gop.get(enc))
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            if cached.is_empty() {
+                self.keyframe(&source, mid, rid, now, false);
+                continue;
+            }
+            for f in &cached {
+                let Some(peer) = self.peers.get_mut(id) else {
+                    return;
+                };
+                write_frame(peer, &source, f);
+                // Each write is a mutation: drain before the next.
+                self.drain(id);
+            }
+            metrics::counter!("switchyard_rtc_fast_starts_total").increment(1);
         }
     }
 
@@ -793,6 +853,8 @@ impl Engine {
     fn insert_peer(&mut self, id: String, peer: Peer) {
         self.load.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchyard_rtc_peers").increment(1.0);
+        // Live peers always have statistics, zero until the first report.
+        self.directory.put_stats(&id, PeerStats::default());
         self.peers.insert(id, peer);
     }
 
@@ -1300,6 +1362,7 @@ fn handle_event(
                         limiters: HashMap::new(),
                         bytes: vec![0; n],
                         rates: vec![0; n],
+                        gop: vec![Vec::new(); n],
                     });
                 }
             }
@@ -1427,17 +1490,32 @@ fn media_in(id: &str, p: &mut Publisher, d: MediaData, actions: &mut VecDeque<Ac
         Kind::Audio => p.audio_paused,
         Kind::Video => p.video_paused,
     };
+    let frame = Frame::of(&d);
+    if track.kind == Kind::Video
+        && let Some(gop) = track.gop.get_mut(enc)
+    {
+        if frame.keyframe {
+            gop.clear();
+            gop.push(frame.clone());
+        } else if !gop.is_empty() {
+            gop.push(frame.clone());
+            let bytes: usize = gop.iter().map(|f| f.data.len()).sum();
+            if gop.len() > FAST_START_FRAMES || bytes > FAST_START_BYTES {
+                gop.clear();
+            }
+        }
+    }
     if !paused && p.ready && !p.subscribers.is_empty() {
         actions.push_back(Action::Forward {
             from: id.to_string(),
-            data: Box::new(d),
+            frame: Box::new(frame),
         });
     }
 }
 
 /// Writes one frame to every matching down track of a subscriber; returns the
 /// kind if anything was written (the caller then drains the subscriber).
-fn write_frame(peer: &mut Peer, from: &str, data: &MediaData) -> Option<Kind> {
+fn write_frame(peer: &mut Peer, from: &str, data: &Frame) -> Option<Kind> {
     let Peer {
         rtc,
         role,
@@ -1464,7 +1542,7 @@ fn write_frame(peer: &mut Peer, from: &str, data: &MediaData) -> Option<Kind> {
             .rid
             .and_then(|r| t.rids.iter().position(|x| x.as_str() == &*r))
             .unwrap_or(0);
-        let keyframe = data.is_keyframe();
+        let keyframe = data.keyframe;
         if Some(enc) != t.current {
             if enc == t.target && (keyframe || t.kind == Kind::Audio) {
                 t.current = Some(enc);
@@ -1501,11 +1579,10 @@ fn write_frame(peer: &mut Peer, from: &str, data: &MediaData) -> Option<Kind> {
         };
         // Carry what the receiver needs to render correctly: a phone camera's
         // rotation, and audio levels for speaker detection.
-        if let Some(o) = data.ext_vals.video_orientation {
+        if let Some(o) = data.orientation {
             writer = writer.video_orientation(o);
         }
-        if let (Some(level), Some(vad)) = (data.ext_vals.audio_level, data.ext_vals.voice_activity)
-        {
+        if let Some((level, vad)) = data.audio_level {
             writer = writer.audio_level(level, vad);
         }
         let time = MediaTime::new(out, data.time.frequency());

@@ -85,8 +85,9 @@ async fn galene_style_subscriber_gets_both_tracks_starting_with_a_keyframe() {
     assert!(publication.answer_sdp.contains("a=candidate:"));
     assert!(publication.answer_sdp.contains("a=ice-lite"));
 
-    // Let the publisher's first keyframe pass: the join keyframe must be asked for.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the publisher's first keyframe age past fast start (15 frames): the join
+    // keyframe must be asked for.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let requests_before = publisher.report().keyframe_requests_received;
 
     let sub = sfu
@@ -449,4 +450,29 @@ async fn shutdown_closes_every_peer() {
     .await
     .unwrap();
     assert_eq!(ended, "shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_start_replays_a_recent_keyframe_instead_of_asking() {
+    let (sfu, _stop) = sfu();
+    // 10 frames/s: the first keyframe stays within fast start for 1.5 s.
+    let cfg = TestPeerConfig { fps: 10, ..light() };
+    let (publisher, publication) = publish(&sfu, "room", cfg).await;
+    let sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&publication.id))
+        .await
+        .unwrap();
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
+        .await
+        .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(receiver.wait_for(LIMIT, |r| r.video_frames >= 5).await);
+    let r = receiver.report();
+    assert_eq!(r.first_video_keyframe, Some(true));
+    assert_eq!(r.video_frames_missing, 0, "{r:?}");
+    assert_eq!(
+        publisher.report().keyframe_requests_received,
+        0,
+        "no keyframe was needed"
+    );
 }
