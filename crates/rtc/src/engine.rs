@@ -555,6 +555,25 @@ impl Engine {
         }
         self.routes.retain(|_, v| v != id);
         self.directory.release(id);
+        // The exporter keeps series it has seen; zero them so a departed peer does
+        // not look like a live one in dashboards.
+        let role = match peer.role {
+            Role::Publisher(_) => "publication",
+            Role::Subscriber(_) => "subscription",
+        };
+        let labels = [
+            ("room", peer.room.clone()),
+            ("peer", id.to_string()),
+            ("role", role.to_string()),
+        ];
+        for name in [
+            "switchyard_rtc_peer_bitrate_in_bps",
+            "switchyard_rtc_peer_bitrate_out_bps",
+            "switchyard_rtc_peer_loss_ratio",
+            "switchyard_rtc_peer_rtt_seconds",
+        ] {
+            metrics::gauge!(name, &labels).set(0.0);
+        }
         self.load.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchyard_rtc_peers").decrement(1.0);
         let ev = if failed {

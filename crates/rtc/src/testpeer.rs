@@ -94,6 +94,7 @@ pub struct Report {
 
 enum Ctl {
     Answer(String, oneshot::Sender<Result<(), String>>),
+    IceRestart(oneshot::Sender<Result<String, String>>),
     Close,
 }
 
@@ -212,6 +213,16 @@ impl TestPeer {
         let (tx, rx) = oneshot::channel();
         self.ctl
             .send(Ctl::Answer(answer.to_string(), tx))
+            .map_err(|_| "peer stopped".to_string())?;
+        rx.await.map_err(|_| "peer stopped".to_string())?
+    }
+
+    /// Starts an ICE restart: returns the new offer; pass the answer to
+    /// [`TestPeer::accept_answer`].
+    pub async fn ice_restart(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.ctl
+            .send(Ctl::IceRestart(tx))
             .map_err(|_| "peer stopped".to_string())?;
         rx.await.map_err(|_| "peer stopped".to_string())?
     }
@@ -391,6 +402,18 @@ async fn run(
                         (Some(p), Ok(a)) => c.rtc.sdp_api().accept_answer(p, a).map_err(|e| e.to_string()),
                         (None, _) => Err("no offer pending".to_string()),
                         (_, Err(e)) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(r);
+                }
+                Some(Ctl::IceRestart(reply)) => {
+                    let mut api = c.rtc.sdp_api();
+                    api.ice_restart(true);
+                    let r = match api.apply() {
+                        Some((offer, p)) => {
+                            pending = Some(p);
+                            Ok(offer.to_sdp_string())
+                        }
+                        None => Err("nothing to offer".to_string()),
                     };
                     let _ = reply.send(r);
                 }

@@ -476,3 +476,31 @@ async fn fast_start_replays_a_recent_keyframe_instead_of_asking() {
         "no keyframe was needed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_ice_restart_is_a_reoffer_on_the_same_id() {
+    let (sfu, _stop) = sfu();
+    let (publisher, publication) = publish(&sfu, "room", light()).await;
+    let sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&publication.id))
+        .await
+        .unwrap();
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
+        .await
+        .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(receiver.wait_for(LIMIT, |r| r.video_frames >= 10).await);
+
+    let offer = publisher.ice_restart().await.unwrap();
+    let answer = sfu.remote_offer(&publication.id, offer).await.unwrap();
+    assert!(answer.contains("a=candidate:"));
+    publisher.accept_answer(&answer).await.unwrap();
+    let seen = receiver.report().video_frames;
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= seen + 30)
+            .await,
+        "media keeps flowing after the restart"
+    );
+    assert_eq!(sfu.streams("room").len(), 1, "still one stream");
+}
