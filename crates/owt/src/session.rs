@@ -1527,3 +1527,160 @@ fn h264_profile(profile_level_id: &str) -> &'static str {
         _ => "CB",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::TokenRecord;
+    use crate::wire::{LoginRequest, NameVersion, Sdk, TextRequest, UserAgent};
+
+    #[derive(Default)]
+    struct Fake {
+        members: Vec<(String, Member)>,
+        streams: Vec<rtc::StreamInfo>,
+        chats: Vec<(String, Option<String>, Value)>,
+    }
+
+    impl Shared for Fake {
+        fn join(&mut self, room: &str, who: &Member, limit: usize) -> Result<(), JoinRefused> {
+            if limit > 0 && self.members.iter().filter(|(r, _)| r == room).count() >= limit {
+                return Err(JoinRefused::Full);
+            }
+            self.members.push((room.into(), who.clone()));
+            Ok(())
+        }
+        fn leave(&mut self, room: &str, id: &str) {
+            self.members.retain(|(r, m)| !(r == room && m.id == id));
+        }
+        fn members(&self, room: &str) -> Vec<Member> {
+            self.members.iter().filter(|(r, _)| r == room).map(|(_, m)| m.clone()).collect()
+        }
+        fn streams(&self, room: &str) -> Vec<rtc::StreamInfo> {
+            self.streams.iter().filter(|s| s.room == room).cloned().collect()
+        }
+        fn chat(&mut self, _room: &str, from: &Member, to: Option<&str>, message: &Value) {
+            self.chats.push((from.id.clone(), to.map(str::to_owned), message.clone()));
+        }
+        fn kick(&mut self, _room: &str, _id: &str) -> bool {
+            false
+        }
+    }
+
+    fn portal() -> Portal {
+        let mut p = Portal::new(PortalConfig {
+            token_key: "tk".into(),
+            reconnection_key: "rk".into(),
+            text_limit: 10,
+            login_timeout_ms: 180_000,
+            reconnection_timeout_ms: 60_000,
+            ticket_lifetime_ms: 600_000,
+        });
+        p.rooms.get_or_create("r");
+        p
+    }
+
+    fn login(p: &mut Portal, f: &mut Fake, conn: &str, role: &str, now: u64) -> Vec<Output> {
+        p.connected(now, conn);
+        let token = p.tokens.create(
+            "tk",
+            TokenRecord {
+                user: format!("user-{conn}"),
+                role: role.into(),
+                room: "r".into(),
+                created_ms: now,
+                host: "h:1".into(),
+                secure: false,
+            },
+        );
+        let ua = UserAgent {
+            sdk: Some(Sdk { kind: Some("JavaScript".into()), version: Some("4.3.1".into()) }),
+            runtime: Some(NameVersion { name: Some("Chrome".into()), version: Some("1".into()) }),
+            os: Some(NameVersion { name: Some("Linux".into()), version: Some("Unknown".into()) }),
+        };
+        let req = Request::Login(LoginRequest { token, user_agent: Some(ua), protocol: Some("1.1".into()) });
+        p.handle(now, conn, req, f)
+    }
+
+    fn acks(out: &[Output]) -> Vec<&Vec<Value>> {
+        out.iter().filter_map(|o| if let Output::Ack(a) = o { Some(a) } else { None }).collect()
+    }
+
+    #[test]
+    fn join_reaches_others_before_the_newcomers_ack() {
+        let (mut p, mut f) = (portal(), Fake::default());
+        login(&mut p, &mut f, "A", "presenter", 0);
+        let out = login(&mut p, &mut f, "B", "viewer", 1);
+        let join = out.iter().position(|o| matches!(o, Output::Send { conn, event: "participant", .. } if conn == "A"));
+        let ack = out.iter().position(|o| matches!(o, Output::Ack(_)));
+        assert!(join.unwrap() < ack.unwrap());
+        assert!(!out.iter().any(|o| matches!(o, Output::Send { conn, .. } if conn == "B")));
+        let Output::Ack(args) = &out[ack.unwrap()] else { panic!() };
+        assert_eq!(args[0], "ok");
+        let ids: Vec<&str> =
+            args[1]["room"]["participants"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["A", "B"]);
+    }
+
+    #[test]
+    fn publish_is_acked_before_anything_else() {
+        let (mut p, mut f) = (portal(), Fake::default());
+        login(&mut p, &mut f, "A", "presenter", 0);
+        let req = Request::decode("publish", &json!({"media": {"audio": {"source": "mic"}, "video": false}})).unwrap();
+        let out = p.handle(1, "A", req, &mut f);
+        assert_eq!(acks(&out).len(), 1);
+        let Output::Ack(a) = &out[0] else { panic!("ack first") };
+        let id = a[1]["id"].as_str().unwrap().to_owned();
+        assert!(crate::wire::is_valid_id(&id));
+        let soac = Request::decode("soac", &json!({"id": id, "signaling": {"type": "offer", "sdp": "v=0"}})).unwrap();
+        let out = p.handle(2, "A", soac, &mut f);
+        assert!(matches!(out[0], Output::Ack(_)));
+        assert!(out.iter().any(|o| matches!(o, Output::Media(MediaCommand::Publish { .. }))));
+        let out = p.media(MediaEvent::PublishAnswer { stream: id.clone(), sdp: "answer".into() });
+        assert!(matches!(&out[0], Output::Send { event: "progress", data, .. } if data["data"]["type"] == "answer"));
+    }
+
+    #[test]
+    fn text_limit_and_targets() {
+        let (mut p, mut f) = (portal(), Fake::default());
+        login(&mut p, &mut f, "A", "presenter", 0);
+        let text = |to: &str, m: &str| Request::Text(TextRequest { to: json!(to), message: json!(m) });
+        let out = p.handle(1, "A", text("all", "01234567890"), &mut f);
+        assert_eq!(acks(&out)[0][0], "error");
+        let out = p.handle(1, "A", text("ghost", "hi"), &mut f);
+        assert_eq!(acks(&out)[0][1], "Target participant does NOT exist: ghost");
+        let out = p.handle(1, "A", text("all", "hi"), &mut f);
+        assert_eq!(acks(&out)[0], &vec![json!("ok")]);
+        assert!(out.iter().any(|o| matches!(o, Output::Send { conn, event: "text", .. } if conn == "A")));
+        assert_eq!(f.chats.len(), 1);
+    }
+
+    #[test]
+    fn lost_transport_waits_for_relogin_then_leaves() {
+        let (mut p, mut f) = (portal(), Fake::default());
+        login(&mut p, &mut f, "A", "presenter", 0);
+        login(&mut p, &mut f, "B", "presenter", 0);
+        assert!(p.disconnected(1000, "B", &mut f).is_empty());
+        assert!(p.tick(60_000, &mut f).is_empty());
+        let out = p.tick(61_000, &mut f);
+        assert!(out.iter().any(|o| matches!(o, Output::Send { conn, event: "participant", data } if conn == "A" && data["action"] == "leave")));
+        assert_eq!(p.participant_count(), 1);
+    }
+
+    #[test]
+    fn fresh_connections_must_log_in_in_time() {
+        let (mut p, mut f) = (portal(), Fake::default());
+        p.connected(0, "X");
+        assert!(p.tick(179_999, &mut f).is_empty());
+        assert_eq!(p.tick(180_000, &mut f), vec![Output::Close { conn: "X".into() }]);
+    }
+
+    #[test]
+    fn participant_limit_is_enforced() {
+        let (mut p, mut f) = (portal(), Fake::default());
+        p.rooms.find_mut("r").unwrap().participant_limit = 1;
+        login(&mut p, &mut f, "A", "presenter", 0);
+        let out = login(&mut p, &mut f, "B", "presenter", 0);
+        assert_eq!(acks(&out)[0][1], "Room is full");
+        assert!(out.contains(&Output::Close { conn: "B".into() }));
+    }
+}

@@ -1178,11 +1178,13 @@ mod tests {
             ],
         )
             .prop_map(|(id, signaling)| Request::Soac(SoacRequest { id, signaling }));
-        let control = (
-            id(),
-            proptest::sample::select(&["pause", "play"][..]),
-            proptest::option::of(proptest::sample::select(&["audio", "video", "av"][..])),
-        );
+        let control = || {
+            (
+                id(),
+                proptest::sample::select(&["pause", "play"][..]),
+                proptest::option::of(proptest::sample::select(&["audio", "video", "av"][..])),
+            )
+        };
         prop_oneof![
             login,
             text().prop_map(Request::Relogin),
@@ -1197,12 +1199,12 @@ mod tests {
             soac,
             id().prop_map(|id| Request::Unpublish(IdRequest { id })),
             id().prop_map(|id| Request::Unsubscribe(IdRequest { id })),
-            control.clone().prop_map(|(id, op, d)| Request::StreamControl(ControlRequest {
+            control().prop_map(|(id, op, d)| Request::StreamControl(ControlRequest {
                 id,
                 operation: op.into(),
                 data: d.map(Value::from)
             })),
-            control.prop_map(|(id, op, d)| Request::SubscriptionControl(ControlRequest {
+            control().prop_map(|(id, op, d)| Request::SubscriptionControl(ControlRequest {
                 id,
                 operation: op.into(),
                 data: d.map(Value::from)
