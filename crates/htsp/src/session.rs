@@ -274,6 +274,8 @@ pub struct Session {
     epg_max_time: Option<i64>,
     subscriptions: HashMap<u32, SubInfo>,
     files: BTreeMap<u32, OpenFile>,
+    /// (current, next) event ids last announced per channel.
+    now_next_sent: HashMap<u32, (u32, u32)>,
     next_file_id: u32,
 }
 
@@ -315,6 +317,7 @@ impl Session {
             epg_max_time: None,
             subscriptions: HashMap::new(),
             files: BTreeMap::new(),
+            now_next_sent: HashMap::new(),
             next_file_id: 1,
         }
     }
@@ -766,7 +769,44 @@ impl Session {
         }
     }
 
+    /// One event, looking up its recording and successor.
     fn event_msg(&self, e: &EpgEvent) -> Msg {
+        let dvr = self.dvr_by_event();
+        let next = self
+            .backend
+            .events(e.channel_id, e.stop, i64::MAX)
+            .into_iter()
+            .find(|n| n.start >= e.stop && n.id != e.id)
+            .map(|n| n.id);
+        self.event_msg_with(e, next, &dvr)
+    }
+
+    /// Event id → id of a recording of it the user may see.
+    fn dvr_by_event(&self) -> HashMap<u32, u32> {
+        self.backend
+            .dvr_entries()
+            .iter()
+            .filter(|d| d.visible_to(&self.rights))
+            .filter_map(|d| Some((d.event_id?, d.id)))
+            .collect()
+    }
+
+    /// Many events at once: successors come from the list itself (sorted
+    /// per channel), so a large guide is not searched once per event.
+    fn event_msgs(&self, evs: &[Arc<EpgEvent>]) -> Vec<Msg> {
+        let dvr = self.dvr_by_event();
+        evs.iter()
+            .enumerate()
+            .map(|(i, e)| match evs.get(i + 1) {
+                Some(n) if n.channel_id == e.channel_id && n.start >= e.start => {
+                    self.event_msg_with(e, Some(n.id), &dvr)
+                }
+                _ => self.event_msg(e),
+            })
+            .collect()
+    }
+
+    fn event_msg_with(&self, e: &EpgEvent, next: Option<u32>, dvr: &HashMap<u32, u32>) -> Msg {
         let mut m = Msg::new();
         m.add("eventId", e.id)
             .add("channelId", e.channel_id)
@@ -807,22 +847,8 @@ impl Session {
         if let Some(img) = &e.image {
             m.add("image", self.image(img, false));
         }
-        if let Some(dvr) = self
-            .backend
-            .dvr_entries()
-            .iter()
-            .find(|d| d.event_id == Some(e.id) && d.visible_to(&self.rights))
-        {
-            m.add("dvrId", dvr.id);
-        }
-        if let Some(next) = self
-            .backend
-            .events(e.channel_id, e.stop, i64::MAX)
-            .into_iter()
-            .find(|n| n.start >= e.stop && n.id != e.id)
-        {
-            m.add("nextEventId", next.id);
-        }
+        m.add_opt("dvrId", dvr.get(&e.id).copied());
+        m.add_opt("nextEventId", next);
         m
     }
 
@@ -990,12 +1016,16 @@ impl Session {
     fn event_adds(&self, now: i64, after: i64, until: i64) -> Vec<Output> {
         let mut out = Vec::new();
         for ch in self.visible_channels() {
-            for e in self.backend.events(ch.id, now, until.saturating_add(1)) {
-                if e.start > after && e.start <= until && e.stop > now {
-                    let mut m = Msg::new().with("method", "eventAdd");
-                    m.fields.extend(self.event_msg(&e).fields);
-                    out.push(Output::Send(m));
-                }
+            let evs: Vec<Arc<EpgEvent>> = self
+                .backend
+                .events(ch.id, now, until.saturating_add(1))
+                .into_iter()
+                .filter(|e| e.start > after && e.start <= until && e.stop > now)
+                .collect();
+            for body in self.event_msgs(&evs) {
+                let mut m = Msg::new().with("method", "eventAdd");
+                m.fields.extend(body.fields);
+                out.push(Output::Send(m));
             }
         }
         out
@@ -1028,10 +1058,13 @@ impl Session {
                 )));
             }
             for c in &channels {
-                out.push(Output::Send(Self::with_method(
-                    self.channel_msg(c, now),
-                    "channelAdd",
-                )));
+                let msg = self.channel_msg(c, now);
+                let pair = (
+                    msg.get_u32("eventId").unwrap_or(0),
+                    msg.get_u32("nextEventId").unwrap_or(0),
+                );
+                self.now_next_sent.insert(c.id, pair);
+                out.push(Output::Send(Self::with_method(msg, "channelAdd")));
             }
             for (i, t) in tags.iter().enumerate() {
                 out.push(Output::Send(Self::with_method(
@@ -1096,15 +1129,31 @@ impl Session {
 
     /// Periodic work (every 30 s): events that entered the EPG window.
     pub fn tick(&mut self, now: i64) -> Vec<Output> {
-        if !self.async_enabled || !self.epg {
+        if !self.async_enabled {
             return Vec::new();
         }
-        let until = self.event_window_end(now);
-        if until <= self.epg_sent_until {
-            return Vec::new();
+        let mut out = Vec::new();
+        // A programme ended: tell clients the channel's new now/next.
+        for ch in self.visible_channels() {
+            let (cur, next) = self.now_next(ch.id, now);
+            let pair = (cur.unwrap_or(0), next.unwrap_or(0));
+            if self.now_next_sent.insert(ch.id, pair) != Some(pair) {
+                out.push(Output::Send(
+                    Msg::new()
+                        .with("channelId", ch.id)
+                        .with("eventId", pair.0)
+                        .with("nextEventId", pair.1)
+                        .with("method", "channelUpdate"),
+                ));
+            }
         }
-        let out = self.event_adds(now, self.epg_sent_until, until);
-        self.epg_sent_until = until;
+        if self.epg {
+            let until = self.event_window_end(now);
+            if until > self.epg_sent_until {
+                out.extend(self.event_adds(now, self.epg_sent_until, until));
+                self.epg_sent_until = until;
+            }
+        }
         out
     }
 
@@ -1305,9 +1354,10 @@ impl Session {
                 .flat_map(|ch| take(self.backend.events(ch.id, i64::MIN, i64::MAX)))
                 .collect()
         };
-        let list: Vec<Value> = events
-            .iter()
-            .map(|e| Value::Map(self.event_msg(e)))
+        let list: Vec<Value> = self
+            .event_msgs(&events)
+            .into_iter()
+            .map(Value::Map)
             .collect();
         Ok(Msg::new().with("events", list))
     }

@@ -517,7 +517,10 @@ fn epg_max_time_limits_the_window() {
             .all(|e| e.get_s64("start").unwrap() <= NOW + 3600)
     );
     // The window moves: the far event arrives later.
-    let later = sent(&s.tick(NOW + 7200 * 3));
+    let later: Vec<Msg> = sent(&s.tick(NOW + 7200 * 3))
+        .into_iter()
+        .filter(|m| m.get_str("method").as_deref() == Some("eventAdd"))
+        .collect();
     assert_eq!(later.len(), 1);
     assert_eq!(later[0].get_s64("eventId"), Some(13));
 }
@@ -854,4 +857,20 @@ fn content_types() {
         Some(0x10)
     );
     assert_eq!(content_type(&[]), None);
+}
+
+#[test]
+fn now_next_changes_are_announced() {
+    let mut s = open();
+    s.handle(NOW, &m("enableAsyncMetadata"));
+    assert!(sent(&s.tick(NOW + 10)).is_empty(), "nothing changed");
+    // event 10 ends at NOW+1200; event 11 runs from NOW+1200
+    let up = sent(&s.tick(NOW + 1300));
+    let ch1 = up
+        .iter()
+        .find(|m| m.get_s64("channelId") == Some(1))
+        .expect("channelUpdate");
+    assert_eq!(ch1.get_str("method").as_deref(), Some("channelUpdate"));
+    assert_eq!(ch1.get_s64("eventId"), Some(11));
+    assert_eq!(ch1.get_s64("nextEventId"), Some(12));
 }
