@@ -504,3 +504,47 @@ async fn publisher_ice_restart_is_a_reoffer_on_the_same_id() {
     );
     assert_eq!(sfu.streams("room").len(), 1, "still one stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_layer_drops_to_low_when_the_estimate_falls() {
+    let (sfu, _stop) = sfu();
+    let cfg = TestPeerConfig {
+        simulcast: vec!["h".into(), "l".into()],
+        audio: false,
+        video_bitrate: 1_200_000,
+        ..TestPeerConfig::default()
+    };
+    let (_publisher, publication) = publish(&sfu, "room", cfg).await;
+    let opts = SubscribeOptions {
+        video_from: Some(publication.id.clone()),
+        layer: Layer::Auto,
+        ..Default::default()
+    };
+    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
+    // Heavy loss toward the subscriber: the loss-based estimate collapses.
+    let rcfg = TestPeerConfig {
+        audio: false,
+        drop_incoming: Loss {
+            every: 3,
+            max: 1_000_000,
+        },
+        ..light()
+    };
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_encoding == Some(0))
+            .await,
+        "starts on the high encoding"
+    );
+    let switched = receiver
+        .wait_for(Duration::from_secs(15), |r| r.video_encoding == Some(1))
+        .await;
+    assert!(
+        switched,
+        "receiver {:?} stats {:?}",
+        receiver.report(),
+        sfu.stats(&sub.id)
+    );
+}
