@@ -49,7 +49,10 @@ pub fn open_access() -> AccessConfig {
 }
 
 pub async fn start(dir: &Path, access: AccessConfig) -> Server {
-    let yard = Yard::demo_for_tests(dir);
+    start_with(Yard::demo_for_tests(dir), dir, access).await
+}
+
+pub async fn start_with(yard: Yard, dir: &Path, access: AccessConfig) -> Server {
     let shutdown = CancellationToken::new();
     let store = Store::open_in(dir).unwrap();
     let dvr = Dvr::start(yard.clone(), store, shutdown.clone()).unwrap();
