@@ -60,6 +60,9 @@ struct SubQueue {
     /// After a reference picture was dropped, its dependants are useless.
     skip_until_key: bool,
     last_status_sec: Option<u64>,
+    /// Distinguishes a re-used subscription id from its predecessor, whose
+    /// task may not have noticed yet that it was cancelled.
+    generation: u64,
 }
 
 /// The subscription's queue grew past any sane size (audio alone, from a
@@ -75,6 +78,7 @@ pub struct OutQueues {
     subs: BTreeMap<u32, SubQueue>,
     /// Round-robin position: `None` = control queue, `Some(id)` = that subscription.
     last: Option<Option<u32>>,
+    generations: u64,
 }
 
 /// Above this much queued payload beyond 3×depth the connection is hopeless.
@@ -91,8 +95,10 @@ impl OutQueues {
         self.control.push_back(item);
     }
 
-    /// A new, inactive subscription queue.
-    pub fn add_subscription(&mut self, id: u32, queue_depth: u32) {
+    /// A new, inactive subscription queue; returns its generation.
+    pub fn add_subscription(&mut self, id: u32, queue_depth: u32) -> u64 {
+        self.generations += 1;
+        let generation = self.generations;
         self.subs.insert(
             id,
             SubQueue {
@@ -103,8 +109,17 @@ impl OutQueues {
                 drops: Drops::default(),
                 skip_until_key: false,
                 last_status_sec: None,
+                generation,
             },
         );
+        generation
+    }
+
+    /// The queue of `id` exists and is the one created as `generation`.
+    pub fn is_current(&self, id: u32, generation: u64) -> bool {
+        self.subs
+            .get(&id)
+            .is_some_and(|q| q.generation == generation)
     }
 
     /// Drops the queue and everything in it.

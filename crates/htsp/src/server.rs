@@ -358,7 +358,8 @@ impl Connection {
             p.ninety_khz,
             source,
         )));
-        self.shared
+        let generation = self
+            .shared
             .queues
             .lock()
             .add_subscription(p.subscription_id, p.queue_depth);
@@ -370,6 +371,7 @@ impl Connection {
                 self.shared.clone(),
                 converter.clone(),
                 label,
+                generation,
             )
             .in_current_span(),
         );
@@ -466,10 +468,15 @@ async fn run_subscription(
     shared: Arc<Shared>,
     converter: Arc<Mutex<StreamConverter>>,
     label: String,
+    generation: u64,
 ) {
     let id = p.subscription_id;
     let push_msg = |m: &Msg| {
-        shared.queues.lock().push_sub(id, m);
+        let mut q = shared.queues.lock();
+        if q.is_current(id, generation) {
+            q.push_sub(id, m);
+        }
+        drop(q);
         shared.wake.notify_one();
     };
     let opts = ReaderOptions::frames(label)
@@ -528,7 +535,7 @@ async fn run_subscription(
         }
         let now_sec = shared.now_sec();
         let mut q = shared.queues.lock();
-        if !q.has_subscription(id) {
+        if !q.is_current(id, generation) {
             return;
         }
         for o in outs {
