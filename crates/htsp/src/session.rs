@@ -28,6 +28,9 @@ pub const API_VERSION: u32 = 19;
 pub const NOACCESS_DELAY: Duration = Duration::from_millis(250);
 /// Default `queueDepth` of a subscription, bytes.
 pub const DEFAULT_QUEUE_DEPTH: u32 = 500_000;
+/// Per-connection caps, so one client cannot hold unbounded server state.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+pub const MAX_OPEN_FILES: usize = 32;
 /// Seconds we tell clients we wait for an input before giving up.
 pub const GRACE_SECS: u32 = 5;
 /// The one streaming profile (stable uuid: clients store it).
@@ -1497,6 +1500,9 @@ impl Session {
         if self.subscriptions.contains_key(&id) {
             return fail(self, err("Subscription already exists"));
         }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return fail(self, err("User limit reached"));
+        }
         let ninety_khz = req.get_bool("90khz").unwrap_or(false);
         let weight = req.get_u32("weight").unwrap_or(0);
         self.subscriptions.insert(id, SubInfo { weight });
@@ -1953,6 +1959,9 @@ impl Session {
             .ok_or_else(|| err("DVR schedule does not exist"))?;
         if e.file.is_none() {
             return Err(err("DVR schedule does not have a file yet"));
+        }
+        if self.files.len() >= MAX_OPEN_FILES {
+            return Err(err("Unable to open file: too many open files"));
         }
         let mut handle = self
             .backend
