@@ -820,7 +820,11 @@ mod tests {
 
         #[test]
         fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode_body(&bytes);
+            if let Ok(m) = decode_body(&bytes) {
+                let body = encode_body(&m);
+                let again = decode_body(&body).unwrap();
+                prop_assert_eq!(encode_body(&again), body);
+            }
             let mut buf = BytesMut::from(&bytes[..]);
             let _ = split_frame(&mut buf);
         }
