@@ -1072,7 +1072,15 @@ impl Dvr {
         let mut last_report = tokio::time::Instant::now();
         let mut errors = 0u32;
         loop {
-            let remaining = e.window_stop().saturating_sub(unix_now());
+            // Re-read the end: a client may extend or shorten a running recording.
+            let stop = self
+                .inner
+                .state
+                .lock()
+                .entries
+                .get(&e.id)
+                .map_or(e.window_stop(), DvrEntry::window_stop);
+            let remaining = stop.saturating_sub(unix_now());
             if remaining <= 0 {
                 break;
             }
