@@ -762,3 +762,40 @@ async fn two_subscriptions_on_one_connection() {
         Some("Subscription already exists")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_changes_reach_async_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), open_access()).await;
+    let mut c = Client::connect(s.addr).await;
+    c.hello(38).await;
+    c.request(m("enableAsyncMetadata").with("epg", 1i64)).await;
+    c.wait_for(T, |m| method_of(m) == "initialSyncCompleted")
+        .await
+        .unwrap();
+    c.pending.clear();
+    let old = s.yard.epg_events(1, 0, i64::MAX);
+    let now = chrono_now();
+    s.yard.set_schedule(
+        1,
+        vec![yard::EpgEntry {
+            start: now + 60,
+            stop: now + 120,
+            title: "Brand new".into(),
+            ..Default::default()
+        }],
+    );
+    let add = c
+        .wait_for(T, |m| {
+            method_of(m) == "eventAdd" && m.get_str("title").as_deref() == Some("Brand new")
+        })
+        .await
+        .expect("eventAdd for the new programme");
+    assert_eq!(add.get_s64("channelId"), Some(1));
+    let gone = old.iter().find(|e| e.title != "Brand new").unwrap().id;
+    c.wait_for(T, |m| {
+        method_of(m) == "eventDelete" && m.get_s64("eventId") == Some(i64::from(gone))
+    })
+    .await
+    .expect("eventDelete for a removed programme");
+}
