@@ -446,14 +446,16 @@ async fn list(
     for s in client.services().await? {
         let _ = writeln!(out, "{}", describe(&s));
     }
-    while follow {
-        for change in client.next_changes().await? {
-            let _ = writeln!(
-                out,
-                "{} {}",
-                change.kind.as_str(),
-                describe(&change.service)
-            );
+    if follow {
+        loop {
+            for change in client.next_changes().await? {
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    change.kind.as_str(),
+                    describe(&change.service)
+                );
+            }
         }
     }
     client.close().await

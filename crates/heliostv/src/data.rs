@@ -125,19 +125,15 @@ impl SectionFilter {
         if !header.current_next {
             return;
         }
-        let total = section.len();
-        let Some(section) = section.get(..total) else {
-            return;
-        };
-        if header.table_id == psi::TABLE_PAT {
-            if let Ok(pat) = psi::Pat::parse(section) {
-                let first = pat.programs.first().copied();
-                if first.is_some() && first != self.program {
-                    if let Some((_, old)) = self.program {
-                        self.assemblers.remove(&old);
-                    }
-                    self.program = first;
+        if header.table_id == psi::TABLE_PAT
+            && let Ok(pat) = psi::Pat::parse(section)
+        {
+            let first = pat.programs.first().copied();
+            if first.is_some() && first != self.program {
+                if let Some((_, old)) = self.program {
+                    self.assemblers.remove(&old);
                 }
+                self.program = first;
             }
         }
         let program_number = self.program.map(|(n, _)| n);

@@ -424,10 +424,12 @@ impl Registry {
             .collect();
         let mut active = Vec::new();
         for token in mine {
-            if let Some(e) = self.entries.remove(&token) {
-                if e.state == EntryState::Active {
-                    active.push(token);
-                }
+            if self
+                .entries
+                .remove(&token)
+                .is_some_and(|e| e.state == EntryState::Active)
+            {
+                active.push(token);
             }
         }
         active.sort_unstable();

@@ -204,10 +204,10 @@ fn cc_jumps(ps: &[&[u8]], watch: &[u16]) -> usize {
         if !watch.contains(&id) || !has_payload(p) {
             continue;
         }
-        if let Some(l) = last.get(&id) {
-            if cc(p) != (l + 1) & 0x0f {
-                jumps += 1;
-            }
+        if let Some(l) = last.get(&id)
+            && cc(p) != (l + 1) & 0x0f
+        {
+            jumps += 1;
         }
         last.insert(id, cc(p));
     }
@@ -812,18 +812,18 @@ async fn slow_player_skips_to_the_next_keyframe() {
         if pid(p) != 0x100 || !has_payload(p) {
             continue;
         }
-        if let Some(l) = last_cc {
-            if cc(p) != (l + 1) & 0x0f {
-                assert!(
-                    starts_keyframe(p),
-                    "resumed without a keyframe at packet {i}"
-                );
-                let before: Vec<u16> = ps[..i].iter().rev().take(8).map(|p| pid(p)).collect();
-                assert!(
-                    before.contains(&0) && before.contains(&pmt_pid),
-                    "no PAT/PMT before resuming: {before:?}"
-                );
-            }
+        if let Some(l) = last_cc
+            && cc(p) != (l + 1) & 0x0f
+        {
+            assert!(
+                starts_keyframe(p),
+                "resumed without a keyframe at packet {i}"
+            );
+            let before: Vec<u16> = ps[..i].iter().rev().take(8).map(|p| pid(p)).collect();
+            assert!(
+                before.contains(&0) && before.contains(&pmt_pid),
+                "no PAT/PMT before resuming: {before:?}"
+            );
         }
         last_cc = Some(cc(p));
     }
