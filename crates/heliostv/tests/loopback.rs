@@ -1154,3 +1154,55 @@ async fn list_command_prints_the_services() {
     assert!(text.starts_with("PAT"), "{text}");
     assert!(text.contains("PMT"));
 }
+
+// 36, the stall half: a recorder whose socket accepts nothing for the
+// stall timeout is cut with a warning, and what it got has no hole.
+#[tokio::test]
+async fn stalled_recorder_is_cut_loudly() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let config = Config {
+        recorder_stall_timeout_ms: 1000,
+        ..small_buffers()
+    };
+    let srv = start(config).await;
+    let mut client = Client::connect(srv.control, &["recorder"]).await.unwrap();
+    let t = client.new_service(ONE).await.unwrap();
+    let mut data = authorize_small(srv.data, t).await;
+    let mut all = read_at_least(&mut data, 188 * 50).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    all.extend(read_to_end(&mut data, Duration::from_secs(10)).await);
+    let all = whole(all);
+    assert_eq!(
+        cc_jumps(&packets(&all), &[0x100, 0x101]),
+        0,
+        "the recording has a hole"
+    );
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("WARN") && text.contains("recorder cut: stalled"),
+        "no warning logged:\n{text}"
+    );
+}
+
+// Shutting down ends every session with ABORT shutdown and closes streams.
+#[tokio::test]
+async fn shutdown_aborts_sessions() {
+    let srv = start(Config::default()).await;
+    let mut r = Raw::hello(srv.control, &["player"]).await;
+    let mut client = Client::connect(srv.control, &["player"]).await.unwrap();
+    let t = client.new_service(ONE).await.unwrap();
+    let mut data = DataStream::authorize(srv.data, t).await.unwrap();
+    read_at_least(&mut data, 188).await;
+    srv.shutdown.cancel();
+    r.expect(&hex(
+        "92 03 b7 68 65 6c 69 6f 73 74 76 2e 65 72 72 6f 72 2e 73 68 75 74 64 6f 77 6e",
+    ))
+    .await;
+    r.expect_closed().await;
+    read_to_end(&mut data, Duration::from_secs(3)).await;
+}
