@@ -134,6 +134,8 @@ struct Queue {
     bytes: usize,
     /// Drop incoming video (or TS chunks) until a keyframe arrives.
     await_key: bool,
+    /// A keyframe was delivered: skipping before the first one is joining, not dropping.
+    started: bool,
     closed: bool,
     stats: ReaderStats,
 }
@@ -203,8 +205,11 @@ impl ReaderSlot {
         if q.await_key && gated {
             if starts_key {
                 q.await_key = false;
+                q.started = true;
             } else {
-                count_drop(&mut q.stats, kind, size);
+                if q.started {
+                    count_drop(&mut q.stats, kind, size);
+                }
                 return true;
             }
         }

@@ -1,0 +1,120 @@
+//! The configuration file: one TOML document, every key with a default, so
+//! `switchyard` with no file runs the demo. Unknown keys and bad values stop
+//! start-up with the file, line and key named.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub web: WebConfig,
+    pub tv: yard::TvConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address of the web port (HTTPS unless `plain_http`).
+    pub listen: SocketAddr,
+    /// Serve plain HTTP (the `--http` flag sets this and listens on loopback).
+    pub plain_http: bool,
+    /// PEM certificate chain and key; generated self-signed into the data
+    /// folder when absent.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The URL clients should use to reach this server, for playlists
+    /// (default: taken from each request's Host header).
+    pub public_url: Option<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            plain_http: false,
+            cert: None,
+            key: None,
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text.get(..s.start).unwrap_or("").matches('\n').count() + 1)
+                .unwrap_or(1);
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().to_string(),
+            }
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_demo() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        assert!(c.tv.demo);
+        assert_eq!(c.web.listen.port(), 8443);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = Config::parse("[web]\nplain_http = true\n\n[tv]\nfrobnicate = 1\n", Path::new("my.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("my.toml:5:"), "{err}");
+        assert!(err.contains("frobnicate"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_line() {
+        let err = Config::parse("[web]\nlisten = \"nowhere\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let c = Config::default();
+        let again = Config::parse(&c.to_toml(), Path::new("p.toml")).unwrap();
+        assert_eq!(c, again);
+    }
+}
