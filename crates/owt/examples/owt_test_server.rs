@@ -189,6 +189,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         reconnection_timeout_s: env_u64("OWT_RECONNECTION_TIMEOUT_S", 60),
         ping_interval_s: 2,
         ping_timeout_s: 2,
+        persist: false,
         ..owt::Config::default()
     };
     let (router, state) = owt::build(config, yard.clone(), sfu.clone(), shutdown.clone())?;

@@ -4,7 +4,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, createRoom, Client, loggedIn, sleep } = require('./lib');
+const { startServer, createRoom, Client, loggedIn, sleep } = require('../lib');
 
 let srv;
 let room;

@@ -11,15 +11,14 @@ const readline = require('node:readline');
 const io2 = require('socket.io-client-2');
 const { io: io4 } = require('socket.io-client');
 
-const ROOT = path.resolve(__dirname, '..', '..', '..');
+const ROOT = path.resolve(__dirname, '..', '..');
 
-// Start `owt_test_server` (prebuilt binary in OWT_TEST_SERVER, else `cargo run`); resolves
-// to {port, serviceId, serviceKey, stop()}.
+// Start `owt_test_server` (OWT_TEST_SERVER, else the one `npm test` built into the cargo
+// target folder); resolves to {port, serviceId, serviceKey, url, stop()}.
 function startServer(env = {}) {
-  const bin = process.env.OWT_TEST_SERVER;
-  const [cmd, args] = bin
-    ? [bin, []]
-    : ['cargo', ['run', '-q', '-p', 'switchyard-owt', '--example', 'owt_test_server']];
+  const target = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+  const bin = process.env.OWT_TEST_SERVER || path.join(target, 'debug', 'examples', 'owt_test_server');
+  const [cmd, args] = [bin, []];
   const child = spawn(cmd, args, {
     cwd: ROOT,
     env: { ...process.env, ...env },
@@ -28,7 +27,9 @@ function startServer(env = {}) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('test server did not start')), 600000);
     const rl = readline.createInterface({ input: child.stdout });
-    rl.once('line', (line) => {
+    rl.on('line', (line) => {
+      if (!line.startsWith('{')) return;
+      rl.removeAllListeners('line');
       clearTimeout(timer);
       const info = JSON.parse(line);
       info.stop = () => new Promise((res) => {
