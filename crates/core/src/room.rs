@@ -264,7 +264,10 @@ pub enum ClearChat {
     /// Every message of one participant.
     From(ParticipantId),
     /// One message of one participant.
-    Message { id: String, from: ParticipantId },
+    Message {
+        id: String,
+        from: ParticipantId,
+    },
 }
 
 /// What happened in a room. Front ends filter by `to`/`id` themselves.
@@ -628,8 +631,7 @@ pub fn merge_map(map: &mut Map<String, Value>, changes: Map<String, Value>) {
 /// A fresh random id of 11 characters from the URL-safe base64 alphabet
 /// (64 random bits, like Galène's chat ids).
 pub fn new_id() -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes: [u8; 11] = rand::random();
     bytes
         .iter()
@@ -712,8 +714,11 @@ mod tests {
         let rooms = Rooms::new();
         let room = rooms.get_or_create("a");
         let now = SystemTime::now();
-        room.join(person("x", &[]), &JoinRules::default(), now).unwrap();
-        let mut j = room.join(person("y", &[]), &JoinRules::default(), now).unwrap();
+        room.join(person("x", &[]), &JoinRules::default(), now)
+            .unwrap();
+        let mut j = room
+            .join(person("y", &[]), &JoinRules::default(), now)
+            .unwrap();
         assert_eq!(j.others.len(), 1);
         assert_eq!(j.others[0].id, "x");
         match j.events.try_recv().unwrap() {
@@ -732,7 +737,10 @@ mod tests {
             ..Default::default()
         };
         room.join(person("x", &[]), &capped, now).unwrap();
-        assert_eq!(room.join(person("y", &[]), &capped, now).err(), Some(JoinError::Full));
+        assert_eq!(
+            room.join(person("y", &[]), &capped, now).err(),
+            Some(JoinError::Full)
+        );
         let op = JoinRules {
             exempt: true,
             ..capped.clone()
@@ -744,7 +752,8 @@ mod tests {
         );
         room.lock(Some("exam".into()));
         assert_eq!(
-            room.join(person("z", &[]), &JoinRules::default(), now).err(),
+            room.join(person("z", &[]), &JoinRules::default(), now)
+                .err(),
             Some(JoinError::Locked {
                 message: Some("exam".into())
             })
@@ -772,7 +781,10 @@ mod tests {
         let h = room.history(t0);
         assert_eq!(h.len(), 50);
         assert_eq!(h[0].value, Value::String("m10".into()));
-        assert!(h.iter().all(|m| m.id.as_ref().is_some_and(|id| id.len() == 11)));
+        assert!(
+            h.iter()
+                .all(|m| m.id.as_ref().is_some_and(|id| id.len() == 11))
+        );
         let later = t0 + DEFAULT_HISTORY_AGE + Duration::from_secs(1);
         assert!(room.history(later).is_empty());
     }
@@ -799,7 +811,9 @@ mod tests {
     fn kick_removes_and_announces() {
         let room = Rooms::new().get_or_create("a");
         let now = SystemTime::now();
-        let mut j = room.join(person("x", &[]), &JoinRules::default(), now).unwrap();
+        let mut j = room
+            .join(person("x", &[]), &JoinRules::default(), now)
+            .unwrap();
         let _ = j.events.try_recv();
         assert!(room.kick("x", None, None, "bye".into()));
         assert!(matches!(j.events.try_recv(), Ok(RoomEvent::Kicked { .. })));

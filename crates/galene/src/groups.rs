@@ -126,7 +126,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn hex_decode(s: &str) -> Result<Vec<u8>, PasswordError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(PasswordError::BadHex);
     }
     s.as_bytes()
@@ -261,7 +261,9 @@ impl Group {
     /// Expands a permission set name or list as Galène does.
     pub fn expand(&self, spec: &PermissionSpec) -> Permissions {
         match spec {
-            PermissionSpec::List(list) => list.iter().filter_map(|s| Permission::parse(s)).collect(),
+            PermissionSpec::List(list) => {
+                list.iter().filter_map(|s| Permission::parse(s)).collect()
+            }
             PermissionSpec::Set(name) => {
                 let d = &self.description;
                 let mut p = Permissions::new();
@@ -427,7 +429,12 @@ impl GroupStore {
         &self.dir
     }
 
-    fn read(&self, path: &Path, name: &str, is_subgroup: bool) -> Option<Result<Arc<Group>, String>> {
+    fn read(
+        &self,
+        path: &Path,
+        name: &str,
+        is_subgroup: bool,
+    ) -> Option<Result<Arc<Group>, String>> {
         let meta = std::fs::metadata(path).ok()?;
         if !meta.is_file() {
             return None;
@@ -435,15 +442,16 @@ impl GroupStore {
         let mtime = meta.modified().ok();
         let size = meta.len();
         let mut cache = self.cache.lock();
-        if let Some(c) = cache.get(path) {
-            if c.mtime == mtime && c.size == size {
-                if let Ok(g) = &c.group {
-                    if g.name == name {
-                        return Some(c.group.clone());
-                    }
-                } else {
+        if let Some(c) = cache.get(path)
+            && c.mtime == mtime
+            && c.size == size
+        {
+            if let Ok(g) = &c.group {
+                if g.name == name {
                     return Some(c.group.clone());
                 }
+            } else {
+                return Some(c.group.clone());
             }
         }
         let group = match std::fs::read(path) {
@@ -827,7 +835,11 @@ fn verify_jwt(group: &Group, token: &str, ctx: &AuthContext) -> Result<JwtClaims
     let alg = header.alg;
     if !matches!(
         alg,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 | Algorithm::ES256 | Algorithm::RS256
+        Algorithm::HS256
+            | Algorithm::HS384
+            | Algorithm::HS512
+            | Algorithm::ES256
+            | Algorithm::RS256
     ) {
         return Err(AuthError::NotAuthorised);
     }
@@ -841,10 +853,10 @@ fn verify_jwt(group: &Group, token: &str, ctx: &AuthContext) -> Result<JwtClaims
         if key_alg.as_deref() != Some(&format!("{alg:?}")) {
             continue;
         }
-        if let Some(kid) = &header.kid {
-            if jwk.common.key_id.as_deref() != Some(kid.as_str()) {
-                continue;
-            }
+        if let Some(kid) = &header.kid
+            && jwk.common.key_id.as_deref() != Some(kid.as_str())
+        {
+            continue;
         }
         if let AlgorithmParameters::OctetKey(oct) = &jwk.algorithm {
             // HMAC keys must have exactly the hash's length
@@ -893,10 +905,10 @@ fn audience_matches(claims: &JwtClaims, group: &str, ctx: &AuthContext) -> bool 
             None => (rest, ""),
         };
         let path = path.split(['?', '#']).next().unwrap_or("");
-        if let Some(canonical) = &ctx.canonical_host {
-            if !host.eq_ignore_ascii_case(canonical) {
-                return false;
-            }
+        if let Some(canonical) = &ctx.canonical_host
+            && !host.eq_ignore_ascii_case(canonical)
+        {
+            return false;
         }
         if path == want {
             return true;
@@ -950,14 +962,25 @@ mod tests {
     #[test]
     fn galene_test_vectors() {
         let g = group(UPSTREAM_VECTORS);
-        assert_eq!(names(&login(&g, "paul", "anything").unwrap().permissions), ["message"]);
+        assert_eq!(
+            names(&login(&g, "paul", "anything").unwrap().permissions),
+            ["message"]
+        );
         assert_eq!(login(&g, "jch", "wrong"), Err(AuthError::NotAuthorised));
-        assert!(login(&g, "peter", "secret4").unwrap().permissions.is_empty());
+        assert!(
+            login(&g, "peter", "secret4")
+                .unwrap()
+                .permissions
+                .is_empty()
+        );
         assert_eq!(
             names(&login(&g, "jch", "topsecret").unwrap().permissions),
             ["op", "present", "message", "caption", "token"]
         );
-        assert_eq!(names(&login(&g, "speech-to-text", "").unwrap().permissions), ["caption"]);
+        assert_eq!(
+            names(&login(&g, "speech-to-text", "").unwrap().permissions),
+            ["caption"]
+        );
     }
 
     #[test]
@@ -983,9 +1006,21 @@ mod tests {
     fn unknown_fields_and_sets_make_the_file_invalid() {
         assert!(parse_group("g", br#"{"public": true, "bogus": 1}"#, false).is_err());
         assert!(
-            parse_group("g", br#"{"users": {"a": {"permissions": "wizard"}}}"#, false).is_err()
+            parse_group(
+                "g",
+                br#"{"users": {"a": {"permissions": "wizard"}}}"#,
+                false
+            )
+            .is_err()
         );
-        assert!(parse_group("g", br#"{"users": {"a": {"password": {"type":"plain","key":"x","extra":1}}}}"#, false).is_err());
+        assert!(
+            parse_group(
+                "g",
+                br#"{"users": {"a": {"password": {"type":"plain","key":"x","extra":1}}}}"#,
+                false
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -995,11 +1030,22 @@ mod tests {
                 "presenter": [{"username": "pres"}, {}],
                 "other": [{"password": "other"}]}"#,
         );
-        assert_eq!(names(&login(&g, "pres", "whatever").unwrap().permissions), ["present", "message"]);
-        assert!(login(&g, "boss", "pw").unwrap().permissions.has(Permission::Op));
+        assert_eq!(
+            names(&login(&g, "pres", "whatever").unwrap().permissions),
+            ["present", "message"]
+        );
+        assert!(
+            login(&g, "boss", "pw")
+                .unwrap()
+                .permissions
+                .has(Permission::Op)
+        );
         assert_eq!(login(&g, "boss", "nope"), Err(AuthError::NotAuthorised));
         // the first entry without username (from presenter) wins the wildcard
-        assert_eq!(names(&login(&g, "anyone", "").unwrap().permissions), ["present", "message"]);
+        assert_eq!(
+            names(&login(&g, "anyone", "").unwrap().permissions),
+            ["present", "message"]
+        );
     }
 
     #[test]
@@ -1009,7 +1055,10 @@ mod tests {
                 "wildcard-user": {"password": "common", "permissions": "present"}}"#,
         );
         assert_eq!(login(&g, "bob", "common"), Err(AuthError::NotAuthorised));
-        assert_eq!(names(&login(&g, "eve", "common").unwrap().permissions), ["present", "message"]);
+        assert_eq!(
+            names(&login(&g, "eve", "common").unwrap().permissions),
+            ["present", "message"]
+        );
         assert_eq!(login(&g, "eve", "wrong"), Err(AuthError::NotAuthorised));
     }
 
@@ -1037,7 +1086,8 @@ mod tests {
         assert_eq!(p.verify(""), Ok(false));
         let p: Password = serde_json::from_str(r#"{"type":"wildcard"}"#).unwrap();
         assert_eq!(p.verify(""), Ok(true));
-        let p: Password = serde_json::from_str(r#"{"type":"pbkdf2","hash":"sha-256","key":"zz"}"#).unwrap();
+        let p: Password =
+            serde_json::from_str(r#"{"type":"pbkdf2","hash":"sha-256","key":"zz"}"#).unwrap();
         assert_eq!(p.verify("x"), Err(PasswordError::BadHex));
         let p: Password = serde_json::from_str(r#"{"type":"scrypt","key":"00"}"#).unwrap();
         assert!(p.verify("x").is_err());
@@ -1048,7 +1098,9 @@ mod tests {
         for ok in ["a", "teaching/networking", "a b", "été"] {
             assert!(valid_group_name(ok), "{ok}");
         }
-        for bad in ["", "/a", "a/", ".a", "a/../b", "a/./b", "a//b", "a\\b", "..", "a/.."] {
+        for bad in [
+            "", "/a", "a/", ".a", "a/../b", "a/./b", "a//b", "a\\b", "..", "a/..",
+        ] {
             assert!(!valid_group_name(bad), "{bad}");
         }
         assert!(valid_username("") && valid_username("alice smith") && valid_username("a@b"));
@@ -1058,7 +1110,11 @@ mod tests {
     #[test]
     fn store_resolves_subgroups_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.json"), r#"{"auto-subgroups": true, "public": true, "description": "x"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("a.json"),
+            r#"{"auto-subgroups": true, "public": true, "description": "x"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("b.json"), r#"{}"#).unwrap();
         let store = GroupStore::new(dir.path());
         let sub = store.get("a/b").unwrap();

@@ -9,8 +9,8 @@
 //! grant more than the group file, token or an operator granted.
 
 pub mod groups;
-pub mod wire;
-pub mod session;
 pub mod server;
+pub mod session;
+pub mod wire;
 
 pub use server::{Config, Error, GaleneState, router};

@@ -22,8 +22,8 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use tracing::Instrument;
 use yard::room::{
-    ChatMessage, FrontEnd, JoinError, JoinRules, Participant, Permission, Room, RoomEvent,
-    Rooms, UserMessage, merge_map,
+    ChatMessage, FrontEnd, JoinError, JoinRules, Participant, Permission, Room, RoomEvent, Rooms,
+    UserMessage, merge_map,
 };
 
 use crate::groups::{
@@ -201,12 +201,16 @@ impl GaleneState {
 
     /// `(scheme, host[/prefix])` of a request, overridden by `proxy_url`.
     fn base(&self, headers: &HeaderMap) -> (String, String) {
-        if let Some(proxy) = &self.inner.config.proxy_url {
-            if let Some((scheme, rest)) = proxy.split_once("://") {
-                return (scheme.to_owned(), rest.trim_end_matches('/').to_owned());
-            }
+        if let Some(proxy) = &self.inner.config.proxy_url
+            && let Some((scheme, rest)) = proxy.split_once("://")
+        {
+            return (scheme.to_owned(), rest.trim_end_matches('/').to_owned());
         }
-        let scheme = if self.inner.config.tls { "https" } else { "http" };
+        let scheme = if self.inner.config.tls {
+            "https"
+        } else {
+            "http"
+        };
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -324,9 +328,15 @@ async fn client_page(state: &GaleneState, group: &Group) -> Response {
     let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'self'"));
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
             (header::CONTENT_SECURITY_POLICY, csp),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
             (
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
@@ -534,15 +544,13 @@ impl Connection {
         };
         match event {
             rtc::SfuEvent::StreamAdded { room, stream }
-            | rtc::SfuEvent::StreamUpdated { room, stream } => {
-                if room == m.room.name() {
-                    self.session.stream_added(stream);
-                }
+            | rtc::SfuEvent::StreamUpdated { room, stream }
+                if room == m.room.name() =>
+            {
+                self.session.stream_added(stream);
             }
-            rtc::SfuEvent::StreamRemoved { room, id } => {
-                if room == m.room.name() {
-                    self.session.stream_removed(&id);
-                }
+            rtc::SfuEvent::StreamRemoved { room, id } if room == m.room.name() => {
+                self.session.stream_removed(&id);
             }
             _ => {}
         }
@@ -677,8 +685,10 @@ impl Connection {
             }
             Action::Record | Action::Unrecord => {
                 let me = self.session.client_id().to_owned();
-                self.session
-                    .send(Message::error(&me, "recording is not available on this server"));
+                self.session.send(Message::error(
+                    &me,
+                    "recording is not available on this server",
+                ));
             }
             Action::Subgroups => {
                 if let Some(m) = &self.membership {
@@ -727,7 +737,8 @@ impl Connection {
                 if renegotiate {
                     // same peer connection on the client: keep the DTLS identity
                     let result = sfu.remote_offer(&id, sdp).await;
-                    self.session.published(&id, result.map_err(|e| e.to_string()));
+                    self.session
+                        .published(&id, result.map_err(|e| e.to_string()));
                     return;
                 }
                 let opts = rtc::PublishOptions {
@@ -822,7 +833,12 @@ impl Connection {
         }
     }
 
-    async fn join(&mut self, name: String, credentials: crate::groups::Credentials, data: Map<String, Value>) {
+    async fn join(
+        &mut self,
+        name: String,
+        credentials: crate::groups::Credentials,
+        data: Map<String, Value>,
+    ) {
         let state = self.state.clone();
         let group = {
             let state = state.clone();
@@ -835,9 +851,15 @@ impl Connection {
                 return self.session.join_failed(&name, None, "illegal group name");
             }
             Ok(Err(GroupError::NotFound)) => {
-                return self.session.join_failed(&name, None, "group does not exist");
+                return self
+                    .session
+                    .join_failed(&name, None, "group does not exist");
             }
-            _ => return self.session.join_failed(&name, None, "internal server error"),
+            _ => {
+                return self
+                    .session
+                    .join_failed(&name, None, "internal server error");
+            }
         };
         let identity = {
             let _permit = state.inner.hashing.acquire().await;
@@ -863,7 +885,9 @@ impl Connection {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 tracing::info!(group = %name, error = %e, "join refused");
-                return self.session.join_failed(&name, e.error_id(), &e.to_string());
+                return self
+                    .session
+                    .join_failed(&name, e.error_id(), &e.to_string());
             }
         };
         let is_op = identity.permissions.has(Permission::Op);
@@ -882,10 +906,14 @@ impl Connection {
             }
             let now = Utc::now();
             if group.not_before.is_some_and(|t| now < t) {
-                return self.session.join_failed(&name, None, "this group is not open yet");
+                return self
+                    .session
+                    .join_failed(&name, None, "this group is not open yet");
             }
             if group.expires.is_some_and(|t| now > t) {
-                return self.session.join_failed(&name, None, "this group is closed");
+                return self
+                    .session
+                    .join_failed(&name, None, "this group is closed");
             }
         }
         room.set_history_limits(yard::room::DEFAULT_HISTORY_LEN, group.max_history_age());
@@ -954,13 +982,19 @@ impl Connection {
         let group = m.group.clone();
         let perms = self.session.permissions().clone();
         if !perms.has(Permission::Token) {
-            return self.token_reply(Some("not-authorised"), Value::String("not authorised".into()));
+            return self.token_reply(
+                Some("not-authorised"),
+                Value::String("not authorised".into()),
+            );
         }
         let Value::Object(template) = value else {
             return self.token_reply(Some("error"), Value::String("bad token value".into()));
         };
         if template.contains_key("token") {
-            return self.token_reply(Some("error"), Value::String("client specified token".into()));
+            return self.token_reply(
+                Some("error"),
+                Value::String("client specified token".into()),
+            );
         }
         let now = Utc::now();
         let mut token = StoredToken {
@@ -972,42 +1006,62 @@ impl Connection {
             None | Some(Value::Null) => {}
             Some(Value::String(g)) if *g == group_name => {}
             Some(Value::String(_)) => {
-                return self.token_reply(Some("error"), Value::String("wrong group in token".into()));
+                return self
+                    .token_reply(Some("error"), Value::String("wrong group in token".into()));
             }
-            Some(_) => return self.token_reply(Some("error"), Value::String("bad string value".into())),
+            Some(_) => {
+                return self.token_reply(Some("error"), Value::String("bad string value".into()));
+            }
         }
         match template.get("username") {
             None | Some(Value::Null) => {}
             Some(Value::String(u)) => {
                 if group.description.users.contains_key(u) {
-                    return self.token_reply(Some("error"), Value::String("that username is taken".into()));
+                    return self.token_reply(
+                        Some("error"),
+                        Value::String("that username is taken".into()),
+                    );
                 }
                 token.username = Some(u.clone());
             }
-            Some(_) => return self.token_reply(Some("error"), Value::String("bad string value".into())),
+            Some(_) => {
+                return self.token_reply(Some("error"), Value::String("bad string value".into()));
+            }
         }
         match template.get("permissions") {
             None | Some(Value::Null) => {}
             Some(Value::Array(list)) => {
                 for p in list {
                     let Some(name) = p.as_str() else {
-                        return self.token_reply(Some("error"), Value::String("bad string list".into()));
+                        return self
+                            .token_reply(Some("error"), Value::String("bad string list".into()));
                     };
                     let granted = Permission::parse(name).is_some_and(|q| perms.has(q));
                     if !granted {
-                        return self.token_reply(Some("not-authorised"), Value::String("not authorised".into()));
+                        return self.token_reply(
+                            Some("not-authorised"),
+                            Value::String("not authorised".into()),
+                        );
                     }
                     token.permissions.push(name.to_owned());
                 }
             }
-            Some(_) => return self.token_reply(Some("error"), Value::String("bad string list".into())),
+            Some(_) => {
+                return self.token_reply(Some("error"), Value::String("bad string list".into()));
+            }
         }
-        for (field, slot) in [("expires", &mut token.expires), ("not-before", &mut token.not_before)] {
+        for (field, slot) in [
+            ("expires", &mut token.expires),
+            ("not-before", &mut token.not_before),
+        ] {
             match template.get(field) {
                 None | Some(Value::Null) => {}
                 Some(v) => match token_time(v, now) {
                     Some(t) => *slot = Some(t),
-                    None => return self.token_reply(Some("error"), Value::String("bad time value".into())),
+                    None => {
+                        return self
+                            .token_reply(Some("error"), Value::String("bad time value".into()));
+                    }
                 },
             }
         }
@@ -1034,7 +1088,10 @@ impl Connection {
             .find(|k| !["token", "expires", "not-before"].contains(&k.as_str()))
         {
             let _ = field;
-            return self.token_reply(Some("error"), Value::String("this field cannot be edited".into()));
+            return self.token_reply(
+                Some("error"),
+                Value::String("this field cannot be edited".into()),
+            );
         }
         let Some(secret) = template.get("token").and_then(Value::as_str) else {
             return self.token_reply(Some("error"), Value::String("bad token value".into()));
@@ -1043,11 +1100,17 @@ impl Connection {
             return self.token_reply(Some("error"), Value::String("unknown token".into()));
         };
         let now = Utc::now();
-        for (field, slot) in [("expires", &mut token.expires), ("not-before", &mut token.not_before)] {
+        for (field, slot) in [
+            ("expires", &mut token.expires),
+            ("not-before", &mut token.not_before),
+        ] {
             if let Some(v) = template.get(field) {
                 match token_time(v, now) {
                     Some(t) => *slot = Some(t),
-                    None => return self.token_reply(Some("error"), Value::String("bad time value".into())),
+                    None => {
+                        return self
+                            .token_reply(Some("error"), Value::String("bad time value".into()));
+                    }
                 }
             }
         }
@@ -1086,4 +1149,3 @@ fn drain_peer_events(mut events: rtc::PeerEvents) {
         }
     });
 }
-

@@ -14,8 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rtc::{Kind, Layer, StreamInfo};
 use serde_json::{Map, Value};
 use yard::room::{
-    ChatMessage, ClearChat, FrontEnd, Participant, Permission, Permissions, RoomEvent,
-    UserMessage,
+    ChatMessage, ClearChat, FrontEnd, Participant, Permission, Permissions, RoomEvent, UserMessage,
 };
 
 use crate::groups::Credentials;
@@ -39,9 +38,12 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 /// What the session wants done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Send(Message),
+    Send(Box<Message>),
     /// Send a close frame and end the connection.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
     /// End the connection without a close frame (dead or silent peer).
     Drop,
     Action(Action),
@@ -112,7 +114,9 @@ pub enum Action {
         renegotiate: bool,
     },
     /// End one of this client's publications.
-    Unpublish { id: String },
+    Unpublish {
+        id: String,
+    },
     /// Create a down stream for `stream`; then call [`Session::subscribed`].
     Subscribe {
         stream: String,
@@ -120,8 +124,13 @@ pub enum Action {
         video: Option<Layer>,
     },
     /// End an SFU subscription.
-    Unsubscribe { subscription: String },
-    SetLayer { subscription: String, layer: Layer },
+    Unsubscribe {
+        subscription: String,
+    },
+    SetLayer {
+        subscription: String,
+        layer: Layer,
+    },
     /// Apply a client's answer to a subscription's offer.
     /// Then call [`Session::answer_applied`].
     RemoteAnswer {
@@ -130,9 +139,15 @@ pub enum Action {
         sdp: String,
     },
     /// Add a trickled candidate to a publication or subscription (SFU id).
-    Candidate { sfu_id: String, candidate: IceCandidate },
+    Candidate {
+        sfu_id: String,
+        candidate: IceCandidate,
+    },
     /// New server offer with ICE restart; then call [`Session::reoffered`].
-    IceRestart { stream: String, subscription: String },
+    IceRestart {
+        stream: String,
+        subscription: String,
+    },
 }
 
 /// What the server learnt when a join succeeded.
@@ -334,7 +349,7 @@ impl Session {
     /// Queues a message built elsewhere (token replies, subgroup lists).
     pub fn send(&mut self, m: Message) {
         if self.phase != Phase::Closed {
-            self.out.push_back(Output::Send(m));
+            self.out.push_back(Output::Send(Box::new(m)));
         }
     }
 
@@ -420,19 +435,18 @@ impl Session {
             self.handshake(m);
             return;
         }
-        if let Some(source) = &m.source {
-            if Some(source) != self.client_id.as_ref() {
-                self.protocol_error("spoofed client id");
-                return;
-            }
+        if let Some(source) = &m.source
+            && Some(source) != self.client_id.as_ref()
+        {
+            self.protocol_error("spoofed client id");
+            return;
         }
-        if t != MessageType::Join {
-            if let Some(u) = &m.username {
-                if u.as_str() != self.username() {
-                    self.protocol_error("spoofed username");
-                    return;
-                }
-            }
+        if t != MessageType::Join
+            && let Some(u) = &m.username
+            && u.as_str() != self.username()
+        {
+            self.protocol_error("spoofed username");
+            return;
         }
         match t {
             MessageType::Handshake => {}
@@ -1245,10 +1259,10 @@ impl Session {
                 }
             }
             Err(e) => {
-                if let Some(down) = self.down.remove(stream) {
-                    if let Some(subscription) = down.subscription {
-                        self.act(Action::Unsubscribe { subscription });
-                    }
+                if let Some(down) = self.down.remove(stream)
+                    && let Some(subscription) = down.subscription
+                {
+                    self.act(Action::Unsubscribe { subscription });
                 }
                 self.send(Message::new(MessageType::Close).with_id(stream));
                 self.user_error(&e);
@@ -1290,16 +1304,21 @@ impl Session {
             return;
         };
         if !self.permissions.has(Permission::Present) || self.phase != Phase::Joined {
-            if let Some(old) = &m.replace {
-                if self.up.remove(old).is_some() {
-                    self.act(Action::Unpublish { id: old.clone() });
-                }
+            if let Some(old) = &m.replace
+                && self.up.remove(old).is_some()
+            {
+                self.act(Action::Unpublish { id: old.clone() });
             }
             self.send(Message::new(MessageType::Abort).with_id(&id));
             self.user_error("not authorised");
             return;
         }
-        if self.down.contains_key(&id) || self.streams.get(&id).is_some_and(|s| s.owner.id != self.client_id()) {
+        if self.down.contains_key(&id)
+            || self
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.owner.id != self.client_id())
+        {
             self.send(Message::new(MessageType::Abort).with_id(&id));
             self.user_error("this id is already in use");
             return;
@@ -1399,10 +1418,10 @@ impl Session {
         let Some(id) = self.require_id(&m) else {
             return;
         };
-        if let Some(down) = self.down.remove(&id) {
-            if let Some(subscription) = down.subscription {
-                self.act(Action::Unsubscribe { subscription });
-            }
+        if let Some(down) = self.down.remove(&id)
+            && let Some(subscription) = down.subscription
+        {
+            self.act(Action::Unsubscribe { subscription });
         }
         self.send(Message::new(MessageType::Close).with_id(&id));
     }
@@ -1445,7 +1464,10 @@ fn clear_chat_filter(value: Option<&Value>) -> Option<ClearChat> {
     match value {
         None => Some(ClearChat::All),
         Some(Value::Object(map)) => {
-            let id = map.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let id = map
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
             let user = map
                 .get("userId")
                 .and_then(Value::as_str)
@@ -1467,4 +1489,174 @@ fn clear_chat_filter(value: Option<&Value>) -> Option<ClearChat> {
 /// Whether `p` is a member a Galène client sees as a real user.
 pub fn is_person(p: &Participant) -> bool {
     p.front_end != FrontEnd::Recorder && p.front_end != FrontEnd::Whip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::decode;
+
+    fn msg(json: &str) -> Message {
+        decode(json.as_bytes()).unwrap()
+    }
+
+    fn drain(s: &mut Session) -> Vec<Output> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    fn joined_session(t0: Instant) -> Session {
+        let mut s = Session::new(t0);
+        s.handle_message(t0, msg(r#"{"type":"handshake","version":["2"],"id":"A"}"#));
+        s.handle_message(
+            t0,
+            msg(r#"{"type":"join","kind":"join","group":"g","username":"a"}"#),
+        );
+        drain(&mut s);
+        let mut me = Participant::new("A", "a", FrontEnd::Galene);
+        me.permissions = [Permission::Present, Permission::Message]
+            .into_iter()
+            .collect();
+        s.join_succeeded(JoinInfo {
+            group: "g".into(),
+            username: "a".into(),
+            permissions: me.permissions.clone(),
+            status: Status::default(),
+            group_data: Map::new(),
+            rtc_configuration: None,
+            history: Vec::new(),
+            me,
+            others: Vec::new(),
+            streams: Vec::new(),
+            allow_recording: false,
+        });
+        drain(&mut s);
+        s
+    }
+
+    #[test]
+    fn silent_connection_is_dropped_after_15_s() {
+        let t0 = Instant::now();
+        let mut s = Session::new(t0);
+        assert_eq!(s.poll_timeout(), t0 + HANDSHAKE_TIMEOUT);
+        s.handle_timeout(t0 + Duration::from_secs(14));
+        assert!(drain(&mut s).is_empty());
+        s.handle_timeout(t0 + HANDSHAKE_TIMEOUT);
+        assert_eq!(drain(&mut s), vec![Output::Drop]);
+    }
+
+    #[test]
+    fn keepalive_pings_then_drops_silent_clients() {
+        let t0 = Instant::now();
+        let mut s = joined_session(t0);
+        let mut pinged_at = None;
+        let mut dropped_at = None;
+        // tick as the server would, never answering
+        for _ in 0..20 {
+            let at = s.poll_timeout();
+            s.handle_timeout(at);
+            for o in drain(&mut s) {
+                match o {
+                    Output::Send(m) if m.message_type() == MessageType::Ping => {
+                        pinged_at.get_or_insert(at - t0);
+                    }
+                    Output::Drop => dropped_at = Some(at - t0),
+                    Output::Action(Action::Leave { .. }) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            if dropped_at.is_some() {
+                break;
+            }
+        }
+        let pinged = pinged_at.unwrap();
+        assert!(pinged > PING_AFTER && pinged <= Duration::from_secs(30));
+        let dropped = dropped_at.unwrap();
+        assert!(dropped > DEAD_AFTER && dropped <= Duration::from_secs(55));
+    }
+
+    #[test]
+    fn answering_pings_keeps_the_connection() {
+        let t0 = Instant::now();
+        let mut s = joined_session(t0);
+        let mut now = t0;
+        for _ in 0..100 {
+            now = s.poll_timeout();
+            s.handle_timeout(now);
+            for o in drain(&mut s) {
+                match o {
+                    Output::Send(m) if m.message_type() == MessageType::Ping => {
+                        s.handle_message(now, msg(r#"{"type":"pong"}"#));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(now - t0 > Duration::from_secs(900));
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn losing_present_aborts_up_streams() {
+        let t0 = Instant::now();
+        let mut s = joined_session(t0);
+        s.handle_message(
+            t0,
+            msg(r#"{"type":"offer","id":"S1","label":"camera","sdp":"v=0"}"#),
+        );
+        assert!(matches!(
+            drain(&mut s).as_slice(),
+            [Output::Action(Action::Publish { .. })]
+        ));
+        s.published("S1", Ok("answer".into()));
+        drain(&mut s);
+        let mut me = Participant::new("A", "a", FrontEnd::Galene);
+        me.permissions = [Permission::Message].into_iter().collect();
+        s.handle_room_event(&RoomEvent::ParticipantChanged(me), &GroupView::default());
+        let out = drain(&mut s);
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|o| match o {
+                Output::Send(m) => format!("{}:{}", m.r#type, m.kind_str()),
+                Output::Action(Action::Unpublish { id }) => format!("unpublish:{id}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "joined:change",
+                "abort:",
+                "unpublish:S1",
+                "usermessage:error",
+                "user:change"
+            ]
+        );
+    }
+
+    #[test]
+    fn join_request_carries_credentials() {
+        let t0 = Instant::now();
+        let mut s = Session::new(t0);
+        s.handle_message(t0, msg(r#"{"type":"handshake","version":["2"],"id":"A"}"#));
+        drain(&mut s);
+        s.handle_message(
+            t0,
+            msg(r#"{"type":"join","kind":"join","group":"g","token":"T","data":{"raisehand":true}}"#),
+        );
+        match drain(&mut s).as_slice() {
+            [
+                Output::Action(Action::Join {
+                    group,
+                    credentials,
+                    data,
+                }),
+            ] => {
+                assert_eq!(group, "g");
+                assert_eq!(credentials.token.as_deref(), Some("T"));
+                assert_eq!(credentials.username, None);
+                assert_eq!(data.get("raisehand"), Some(&Value::Bool(true)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

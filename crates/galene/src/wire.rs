@@ -401,9 +401,7 @@ fn nonempty_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, 
     Ok(Option::<Vec<String>>::deserialize(d)?.filter(|v| !v.is_empty()))
 }
 
-fn nonempty_map<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Map<String, Value>>, D::Error> {
+fn nonempty_map<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Map<String, Value>>, D::Error> {
     Ok(Option::<Map<String, Value>>::deserialize(d)?.filter(|v| !v.is_empty()))
 }
 

@@ -16,7 +16,9 @@ const OPEN: &str = r#"{"users": {"watcher": {"password": "w", "permissions": "ob
 async fn publish_and_subscribe_vp8_opus() {
     let s = TestServer::start(&[("open", OPEN)]).await;
     let mut p = s.joined("P", "open", "pub", "").await;
-    let (publisher, offer) = TestPeer::publisher(TestPeerConfig::default()).await.unwrap();
+    let (publisher, offer) = TestPeer::publisher(TestPeerConfig::default())
+        .await
+        .unwrap();
     p.send(json!({"type":"offer","id":"S1","label":"camera","source":"P","username":"pub","kind":"","replace":null,"sdp":offer}))
         .await;
     let answer = p.recv_type("answer").await;
@@ -28,7 +30,8 @@ async fn publish_and_subscribe_vp8_opus() {
 
     // 32, 37
     let mut r = s.joined("R", "open", "watcher", "w").await;
-    r.send(json!({"type":"request","request":{"":["audio","video"]}})).await;
+    r.send(json!({"type":"request","request":{"":["audio","video"]}}))
+        .await;
     let offer = r.recv_type("offer").await;
     assert_eq!(offer["id"], "S1");
     assert_eq!(offer["label"], "camera");
@@ -41,7 +44,8 @@ async fn publish_and_subscribe_vp8_opus() {
     let (receiver, answer) = TestPeer::receiver_answering(sdp, TestPeerConfig::default())
         .await
         .unwrap();
-    r.send(json!({"type":"answer","id":"S1","sdp":answer})).await;
+    r.send(json!({"type":"answer","id":"S1","sdp":answer}))
+        .await;
     let got = receiver
         .wait_for(Duration::from_secs(15), |rep| {
             rep.audio_frames > 0 && rep.video_frames > 0
@@ -58,25 +62,32 @@ async fn publish_and_subscribe_vp8_opus() {
     assert_eq!(r.recv_type("close").await["id"], "S1");
 
     // 36: no `present`
-    r.send(json!({"type":"offer","id":"X1","sdp":"v=0\r\n"})).await;
+    r.send(json!({"type":"offer","id":"X1","sdp":"v=0\r\n"}))
+        .await;
     let abort = r.recv().await;
-    assert_eq!((abort["type"].as_str(), abort["id"].as_str()), (Some("abort"), Some("X1")));
+    assert_eq!(
+        (abort["type"].as_str(), abort["id"].as_str()),
+        (Some("abort"), Some("X1"))
+    );
     let err = r.recv().await;
     assert_eq!(err["value"], "not authorised");
 
     // bad SDP from a presenter: abort + error, connection stays
-    p.send(json!({"type":"offer","id":"S2","sdp":"this is not sdp"})).await;
+    p.send(json!({"type":"offer","id":"S2","sdp":"this is not sdp"}))
+        .await;
     assert_eq!(p.recv_type("abort").await["id"], "S2");
     assert_eq!(p.recv_type("usermessage").await["kind"], "error");
 
     // 40: closing the up stream closes it for receivers
-    r.send(json!({"type":"request","request":{"":["audio","video"]}})).await;
+    r.send(json!({"type":"request","request":{"":["audio","video"]}}))
+        .await;
     let offer = r.recv_type("offer").await;
     let (_receiver2, answer) =
         TestPeer::receiver_answering(offer["sdp"].as_str().unwrap(), TestPeerConfig::default())
             .await
             .unwrap();
-    r.send(json!({"type":"answer","id":"S1","sdp":answer})).await;
+    r.send(json!({"type":"answer","id":"S1","sdp":answer}))
+        .await;
     p.send(json!({"type":"close","id":"S1"})).await;
     assert_eq!(r.recv_type("close").await["id"], "S1");
     drop(publisher);

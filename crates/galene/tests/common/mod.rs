@@ -87,7 +87,8 @@ impl TestServer {
     /// A client that has done its handshake with id `id`.
     pub async fn ready(&self, id: &str) -> Client {
         let mut c = self.client().await;
-        c.send(json!({"type":"handshake","version":["2"],"id":id})).await;
+        c.send(json!({"type":"handshake","version":["2"],"id":id}))
+            .await;
         assert_eq!(c.recv().await["type"], "handshake");
         c
     }
@@ -96,8 +97,10 @@ impl TestServer {
     /// own `user` `add`.
     pub async fn joined(&self, id: &str, group: &str, user: &str, password: &str) -> Client {
         let mut c = self.ready(id).await;
-        c.send(json!({"type":"join","kind":"join","group":group,"username":user,"password":password}))
-            .await;
+        c.send(
+            json!({"type":"join","kind":"join","group":group,"username":user,"password":password}),
+        )
+        .await;
         let j = c.recv_type("joined").await;
         assert_eq!(j["kind"], "join", "{j}");
         loop {
