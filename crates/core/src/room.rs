@@ -344,7 +344,13 @@ struct RoomState {
     /// `Some(message)` while locked; `""` when locked without a message.
     locked: Option<String>,
     data: Map<String, Value>,
+    /// Recent stream replacements, old id -> new id, so that front ends
+    /// that see the old stream end can swap it in place instead of closing.
+    replacements: VecDeque<(String, String)>,
 }
+
+/// How many stream replacements a room remembers.
+const REPLACEMENTS_KEPT: usize = 64;
 
 impl RoomState {
     fn prune_history(&mut self, now: SystemTime) {
@@ -385,6 +391,7 @@ impl Room {
                 history_age: DEFAULT_HISTORY_AGE,
                 locked: None,
                 data: Map::new(),
+                replacements: VecDeque::new(),
             }),
             events,
         }
@@ -607,6 +614,29 @@ impl Room {
         drop(state);
         metrics::gauge!("switchyard_rooms_participants").decrement(1.0);
         true
+    }
+
+    /// Notes that publication `new` replaces `old` (a camera switch): call
+    /// before ending `old`.
+    pub fn set_replacement(&self, old: &str, new: &str) {
+        let mut state = self.state.lock();
+        state.replacements.retain(|(o, _)| o != old);
+        state
+            .replacements
+            .push_back((old.to_owned(), new.to_owned()));
+        while state.replacements.len() > REPLACEMENTS_KEPT {
+            state.replacements.pop_front();
+        }
+    }
+
+    /// The publication that replaced `old`, if any.
+    pub fn replacement_of(&self, old: &str) -> Option<String> {
+        self.state
+            .lock()
+            .replacements
+            .iter()
+            .find(|(o, _)| o == old)
+            .map(|(_, n)| n.clone())
     }
 
     /// Whether the room holds nothing worth keeping (no members, no chat).

@@ -550,7 +550,8 @@ impl Connection {
                 self.session.stream_added(stream);
             }
             rtc::SfuEvent::StreamRemoved { room, id } if room == m.room.name() => {
-                self.session.stream_removed(&id);
+                let replaced_by = m.room.replacement_of(&id);
+                self.session.stream_removed(&id, replaced_by.as_deref());
             }
             _ => {}
         }
@@ -732,6 +733,7 @@ impl Connection {
                     return;
                 };
                 if let Some(old) = replace {
+                    m.room.set_replacement(&old, &id);
                     sfu.close(&old).await;
                 }
                 if renegotiate {

@@ -233,6 +233,8 @@ pub struct Session {
     up: HashMap<String, String>,
     down: HashMap<String, Down>,
     streams: HashMap<String, StreamInfo>,
+    /// New stream id -> the down stream it replaces, until it is offered.
+    replacing: HashMap<String, String>,
     group_view: GroupView,
     connected_at: Instant,
     last_read: Instant,
@@ -262,6 +264,7 @@ impl Session {
             up: HashMap::new(),
             down: HashMap::new(),
             streams: HashMap::new(),
+            replacing: HashMap::new(),
             group_view: GroupView::default(),
             connected_at: now,
             last_read: now,
@@ -560,6 +563,7 @@ impl Session {
         self.up.clear();
         self.down.clear();
         self.streams.clear();
+        self.replacing.clear();
     }
 
     pub fn join_failed(&mut self, group: &str, error: Option<&str>, text: &str) {
@@ -1176,14 +1180,21 @@ impl Session {
         self.evaluate(&id);
     }
 
-    /// A publication of the room ended.
-    pub fn stream_removed(&mut self, id: &str) {
+    /// A publication of the room ended; `replaced_by` names the publication
+    /// that replaces it, whose offer will then carry `replace` instead of a
+    /// `close` being sent now.
+    pub fn stream_removed(&mut self, id: &str, replaced_by: Option<&str>) {
         self.streams.remove(id);
         if let Some(down) = self.down.remove(id) {
             if let Some(subscription) = down.subscription {
                 self.act(Action::Unsubscribe { subscription });
             }
-            self.send(Message::new(MessageType::Close).with_id(id));
+            match replaced_by {
+                Some(new) => {
+                    self.replacing.insert(new.to_owned(), id.to_owned());
+                }
+                None => self.send(Message::new(MessageType::Close).with_id(id)),
+            }
         }
     }
 
@@ -1196,8 +1207,10 @@ impl Session {
             {
                 down.subscription = Some(subscription);
                 down.state = DownState::Offered;
+                let replace = self.replacing.remove(stream);
                 self.send(Message {
                     id: Some(stream.to_owned()),
+                    replace,
                     label: Some(info.label.clone()),
                     source: Some(info.owner.id.clone()),
                     username: Some(info.owner.username.clone()),

@@ -92,3 +92,38 @@ async fn publish_and_subscribe_vp8_opus() {
     assert_eq!(r.recv_type("close").await["id"], "S1");
     drop(publisher);
 }
+
+/// 39: a publisher switching camera offers with `replace`; receivers get the
+/// new stream with `replace` and no `close` for the old one.
+#[tokio::test]
+async fn replace_swaps_without_close() {
+    let s = TestServer::start(&[("open", OPEN)]).await;
+    let mut p = s.joined("P", "open", "pub", "").await;
+    let mut r = s.joined("R", "open", "watcher", "w").await;
+    r.send(json!({"type":"request","request":{"":["audio","video"]}}))
+        .await;
+    let mut peers = Vec::new();
+    for (id, replace) in [("OLD", None), ("NEW", Some("OLD"))] {
+        let (publisher, offer) = TestPeer::publisher(TestPeerConfig::default())
+            .await
+            .unwrap();
+        p.send(json!({"type":"offer","id":id,"label":"camera","replace":replace,"sdp":offer}))
+            .await;
+        let answer = p.recv_type("answer").await;
+        publisher
+            .accept_answer(answer["sdp"].as_str().unwrap())
+            .await
+            .unwrap();
+        let offer = r.recv_type("offer").await;
+        assert_eq!(offer["id"], id);
+        assert_eq!(offer.get("replace").and_then(|v| v.as_str()), replace);
+        let (receiver, answer) =
+            TestPeer::receiver_answering(offer["sdp"].as_str().unwrap(), TestPeerConfig::default())
+                .await
+                .unwrap();
+        r.send(json!({"type":"answer","id":id,"sdp":answer})).await;
+        peers.push((publisher, receiver));
+    }
+    let seen = r.quiet().await;
+    assert!(seen.iter().all(|m| m["type"] != "close"), "{seen:?}");
+}
