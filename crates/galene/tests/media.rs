@@ -88,6 +88,26 @@ async fn publish_and_subscribe_vp8_opus() {
             .unwrap();
     r.send(json!({"type":"answer","id":"S1","sdp":answer}))
         .await;
+    // 43: renegotiate yields a fresh offer, same id, new ICE credentials
+    r.send(json!({"type":"renegotiate","id":"S1"})).await;
+    let again = r.recv_type("offer").await;
+    assert_eq!(again["id"], "S1");
+    let ufrag = |sdp: &str| {
+        sdp.lines()
+            .find(|l| l.starts_with("a=ice-ufrag:"))
+            .map(str::to_owned)
+    };
+    assert_ne!(
+        ufrag(again["sdp"].as_str().unwrap()),
+        ufrag(offer["sdp"].as_str().unwrap())
+    );
+    // (the offer stays unanswered: the close below must still come)
+    // 35: switching to the low layer needs no renegotiation here (the SFU
+    // switches inside the track); an unknown id is fatal
+    r.send(json!({"type":"requestStream","id":"S1","request":["audio","video-low"]}))
+        .await;
+    assert!(r.quiet().await.iter().all(|m| m["type"] != "close"));
+
     p.send(json!({"type":"close","id":"S1"})).await;
     assert_eq!(r.recv_type("close").await["id"], "S1");
     drop(publisher);

@@ -449,6 +449,11 @@ async fn protocol_errors_close_without_disturbing_others() {
     a.send(json!({"type":"ice","id":"unknown","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host"}})).await;
     a.send(json!({"type":"close"})).await;
     assert_eq!(a.closed().await, (1002, "empty id".into()));
+    // 35: requestStream for an unknown stream
+    let mut a = s.joined("A10", "open", "alice", "").await;
+    a.send(json!({"type":"requestStream","id":"nope","request":["audio"]}))
+        .await;
+    assert_eq!(a.closed().await.0, 1011);
     // chat before joining is a recoverable error
     let mut a = s.ready("B1").await;
     a.send(json!({"type":"chat","value":"hi"})).await;
