@@ -589,7 +589,7 @@ impl Connection {
                 }
                 if let Some(m) = self.membership.take() {
                     m.room.leave(self.session.client_id());
-                    self.autolock(&m);
+                    self.after_departure(&m);
                 }
             }
             Action::Chat {
@@ -821,17 +821,29 @@ impl Connection {
         }
     }
 
-    /// Galène's `autolock`: a group with no operator left locks itself.
-    fn autolock(&self, m: &Membership) {
-        if m.group.description.autolock
-            && m.room.locked().is_none()
-            && !m
-                .room
-                .participants()
-                .iter()
-                .any(|p| p.permissions.has(Permission::Op))
-        {
+    /// Galène's `autolock` and `autokick`: a group whose last operator left
+    /// locks itself, or sends everybody away.
+    fn after_departure(&self, m: &Membership) {
+        let d = &m.group.description;
+        if !(d.autolock || d.autokick) {
+            return;
+        }
+        let members = m.room.participants();
+        if members.iter().any(|p| p.permissions.has(Permission::Op)) {
+            return;
+        }
+        if d.autolock && m.room.locked().is_none() {
             m.room.lock(None);
+        }
+        if d.autokick {
+            for p in members {
+                m.room.kick(
+                    &p.id,
+                    None,
+                    None,
+                    "there are no operators in this group".into(),
+                );
+            }
         }
     }
 

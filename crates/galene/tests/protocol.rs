@@ -21,6 +21,8 @@ async fn server() -> TestServer {
         ("future", r#"{"not-before": "2999-01-01T00:00:00Z", "wildcard-user": {"password": {"type": "wildcard"}}}"#),
         ("past", r#"{"expires": "2000-01-01T00:00:00Z", "wildcard-user": {"password": {"type": "wildcard"}}}"#),
         ("broken", r#"{"public": true, "frobnicate": 1}"#),
+        ("auto", r#"{"autokick": true, "users": {"boss": {"password": "b", "permissions": "op"}},
+                     "wildcard-user": {"password": {"type": "wildcard"}, "permissions": "present"}}"#),
         ("rec", r#"{"allow-recording": true, "users": {"boss": {"password": "b", "permissions": "op"}},
                     "wildcard-user": {"password": {"type": "wildcard"}, "permissions": "present"}}"#),
     ])
@@ -770,4 +772,28 @@ async fn tokens() {
     c.send(json!({"type":"join","kind":"join","group":"t","token":secret,"username":"guest2"}))
         .await;
     assert_eq!(c.recv().await["value"], "not authorised");
+}
+
+#[tokio::test]
+async fn autokick_without_operators() {
+    let s = server().await;
+    let mut n = s.ready("N").await;
+    n.send(json!({"type":"join","kind":"join","group":"auto","username":"x"}))
+        .await;
+    assert_eq!(
+        n.recv().await["value"],
+        "there are no operators in this group"
+    );
+    let mut boss = s.joined("O", "auto", "boss", "b").await;
+    n.send(json!({"type":"join","kind":"join","group":"auto","username":"x"}))
+        .await;
+    assert_eq!(n.recv().await["kind"], "join");
+    boss.send(json!({"type":"join","kind":"leave","group":"auto"}))
+        .await;
+    let k = n.recv_type("usermessage").await;
+    assert_eq!(
+        (k["kind"].as_str(), k["value"].as_str()),
+        (Some("kicked"), Some("there are no operators in this group"))
+    );
+    assert_eq!(n.closed().await.0, 1000);
 }
