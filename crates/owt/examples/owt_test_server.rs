@@ -34,14 +34,21 @@ struct TestState {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn new_peer(State(st): State<TestState>, Json(body): Json<Value>) -> Json<Value> {
     let simulcast: Vec<String> = body
         .get("simulcast")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let cfg = TestPeerConfig {
         audio: body.get("audio").and_then(Value::as_bool).unwrap_or(true),
@@ -65,9 +72,17 @@ async fn new_peer(State(st): State<TestState>, Json(body): Json<Value>) -> Json<
     }
 }
 
-async fn peer_answer(State(st): State<TestState>, Path(id): Path<String>, Json(body): Json<Value>) -> Json<Value> {
+async fn peer_answer(
+    State(st): State<TestState>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
     let peer = st.peers.lock().get(&id).cloned();
-    let sdp = body.get("sdp").and_then(Value::as_str).unwrap_or("").to_owned();
+    let sdp = body
+        .get("sdp")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     match peer {
         Some(p) => match p.accept_answer(&sdp).await {
             Ok(()) => Json(json!({"ok": true})),
@@ -116,7 +131,10 @@ async fn galene_leave(State(st): State<TestState>, Json(b): Json<Value>) -> Json
 
 async fn galene_chat(State(st): State<TestState>, Json(b): Json<Value>) -> Json<Value> {
     let s = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_owned);
-    let room = st.yard.rooms().get_or_create(&s("room").unwrap_or_default());
+    let room = st
+        .yard
+        .rooms()
+        .get_or_create(&s("room").unwrap_or_default());
     room.chat(yard::room::ChatMessage {
         id: None,
         from: s("from"),
@@ -131,8 +149,14 @@ async fn galene_chat(State(st): State<TestState>, Json(b): Json<Value>) -> Json<
     Json(json!({"ok": true}))
 }
 
-async fn galene_history(State(st): State<TestState>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
-    let room = st.yard.rooms().get_or_create(q.get("room").map(String::as_str).unwrap_or(""));
+async fn galene_history(
+    State(st): State<TestState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let room = st
+        .yard
+        .rooms()
+        .get_or_create(q.get("room").map(String::as_str).unwrap_or(""));
     let list: Vec<Value> = room
         .history(SystemTime::now())
         .into_iter()
@@ -143,12 +167,24 @@ async fn galene_history(State(st): State<TestState>, Query(q): Query<HashMap<Str
 
 async fn galene_publish(State(st): State<TestState>, Json(b): Json<Value>) -> Json<Value> {
     let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let (peer, offer) = match TestPeer::publisher(TestPeerConfig { keyframe_every: 30, ..Default::default() }).await {
+    let (peer, offer) = match TestPeer::publisher(TestPeerConfig {
+        keyframe_every: 30,
+        ..Default::default()
+    })
+    .await
+    {
         Ok(x) => x,
         Err(e) => return Json(json!({"error": e.to_string()})),
     };
-    let owner = rtc::ParticipantRef { id: s("owner"), username: s("owner") };
-    let opts = rtc::PublishOptions { id: None, label: "camera".into(), codecs: vec![] };
+    let owner = rtc::ParticipantRef {
+        id: s("owner"),
+        username: s("owner"),
+    };
+    let opts = rtc::PublishOptions {
+        id: None,
+        label: "camera".into(),
+        codecs: vec![],
+    };
     match st.sfu.publish(&s("room"), owner, offer, opts).await {
         Ok(p) => {
             if let Err(e) = peer.accept_answer(&p.answer_sdp).await {
@@ -193,7 +229,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..owt::Config::default()
     };
     let (router, state) = owt::build(config, yard.clone(), sfu.clone(), shutdown.clone())?;
-    let test = TestState { peers: Arc::default(), yard, sfu };
+    let test = TestState {
+        peers: Arc::default(),
+        yard,
+        sfu,
+    };
     let test_routes = Router::new()
         .route("/test/peers", post(new_peer))
         .route("/test/peers/{id}/answer", post(peer_answer))
@@ -208,7 +248,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let keys = state.keys();
-    println!("{}", json!({"port": port, "serviceId": keys.service_id, "serviceKey": keys.service_key}));
+    println!(
+        "{}",
+        json!({"port": port, "serviceId": keys.service_id, "serviceKey": keys.service_key})
+    );
     let stop = shutdown.clone();
     tokio::spawn(async move {
         // The parent script closes our stdin when done; also stop on Ctrl-C.

@@ -6,12 +6,12 @@
 //! This crate must never speak another front end's protocol, never keep published media
 //! itself (streams live in the SFU, members and chat in the yard's rooms), and never let one
 //! client's bad input (forged token, bad SDP, unknown ids) disturb another session.
-pub mod token;
-pub mod wire;
 pub mod rest;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod token;
+pub mod wire;
 
 pub use server::{Keys, OwtState, build, serve};
 
@@ -76,7 +76,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("data folder {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("web server: {0}")]
     Io(std::io::Error),
 }

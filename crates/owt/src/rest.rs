@@ -61,14 +61,20 @@ impl MAuth {
 
     /// Check method, service and signature against the configured service.
     pub fn verify(&self, service_id: &str, service_key: &str) -> bool {
-        if self.get("signature_method") != Some("HMAC_SHA256") || self.get("serviceid") != Some(service_id) {
+        if self.get("signature_method") != Some("HMAC_SHA256")
+            || self.get("serviceid") != Some(service_id)
+        {
             return false;
         }
         match (self.signed_text(), self.get("signature")) {
             (Some(text), Some(sig)) => {
                 let expected = sign(service_key, &text);
                 expected.len() == sig.len()
-                    && expected.bytes().zip(sig.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+                    && expected
+                        .bytes()
+                        .zip(sig.bytes())
+                        .fold(0u8, |a, (x, y)| a | (x ^ y))
+                        == 0
             }
             _ => false,
         }
@@ -81,7 +87,13 @@ impl MAuth {
     }
 
     /// Build a header value, as an OWT REST client would (for tests and load generators).
-    pub fn header(service_id: &str, service_key: &str, timestamp: u64, cnonce: &str, user_role: Option<(&str, &str)>) -> String {
+    pub fn header(
+        service_id: &str,
+        service_key: &str,
+        timestamp: u64,
+        cnonce: &str,
+        user_role: Option<(&str, &str)>,
+    ) -> String {
         let mut h = format!(
             "MAuth realm=http://marte3.dit.upm.es,mauth_signature_method=HMAC_SHA256,mauth_serviceid={service_id},mauth_cnonce={cnonce},mauth_timestamp={timestamp}"
         );
@@ -100,7 +112,10 @@ impl MAuth {
 
 fn cors(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, GET, OPTIONS, DELETE, PATCH"),
@@ -114,7 +129,11 @@ fn cors(mut r: Response) -> Response {
 
 /// OWT's error envelope.
 pub fn error(status: StatusCode, code: u32, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 fn not_found(message: &str) -> Response {
@@ -146,7 +165,12 @@ fn json_ok(v: Value) -> Response {
 }
 
 fn text_ok(s: String) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], s).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        s,
+    )
+        .into_response()
 }
 
 fn rest_failure(f: RestFailure, what: &str) -> Response {
@@ -180,7 +204,12 @@ async fn dispatch(
     if method == Method::OPTIONS {
         return cors(StatusCode::OK.into_response());
     }
-    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).skip(1).collect();
+    let segments: Vec<&str> = uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .skip(1)
+        .collect();
     let response = handle(&state, &method, &segments, &query, &headers, &body).await;
     metrics::counter!("switchyard_owt_rest_requests_total", "status" => response.status().as_u16().to_string())
         .increment(1);
@@ -212,15 +241,13 @@ async fn handle(
         }
         return error(StatusCode::UNAUTHORIZED, 1101, REALM_MESSAGE);
     };
-    let body_json = || -> Result<Value, Response> {
-        if body.is_empty() {
-            return Ok(Value::Null);
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return bad_request("Failed to parse JSON body"),
         }
-        serde_json::from_slice(body).map_err(|_| bad_request("Failed to parse JSON body"))
-    };
-    let body = match body_json() {
-        Ok(v) => v,
-        Err(r) => return r,
     };
     match (segments, method.clone()) {
         (["rooms"], Method::GET) => list_rooms(state, query),
@@ -236,20 +263,33 @@ async fn handle(
 }
 
 fn list_rooms(state: &OwtState, query: &HashMap<String, String>) -> Response {
-    let all: Vec<Value> = state.with_portal(|p, _| p.rooms.list().map(RoomConfig::to_json).collect());
-    let page = query.get("page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0);
-    let per_page = query.get("per_page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0);
+    let all: Vec<Value> =
+        state.with_portal(|p, _| p.rooms.list().map(RoomConfig::to_json).collect());
+    let page = query
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .filter(|p| *p > 0);
+    let per_page = query
+        .get("per_page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .filter(|p| *p > 0);
     let list = match (page, per_page) {
-        (Some(page), Some(per)) => {
-            all.into_iter().skip((page - 1).saturating_mul(per)).take(per).collect()
-        }
+        (Some(page), Some(per)) => all
+            .into_iter()
+            .skip((page - 1).saturating_mul(per))
+            .take(per)
+            .collect(),
         _ => all,
     };
     json_ok(Value::Array(list))
 }
 
 fn create_room(state: &OwtState, body: &Value) -> Response {
-    let Some(name) = body.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+    let Some(name) = body
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
         return bad_request("Invalid request body");
     };
     let mut room = RoomConfig::new(random_hex(24), name.to_owned());
@@ -299,8 +339,14 @@ async fn room_resource(
             let (user, role) = match auth.user_and_role() {
                 Some(ur) => ur,
                 None => (
-                    body.get("user").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    body.get("role").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    body.get("user")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    body.get("role")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
                 ),
             };
             if user.is_empty() || config.role(&role).is_none() {
@@ -313,17 +359,27 @@ async fn room_resource(
             let token = state.with_portal(|p, _| {
                 p.tokens.create(
                     &key,
-                    TokenRecord { user, role, room: config.id.clone(), created_ms: now, host, secure },
+                    TokenRecord {
+                        user,
+                        role,
+                        room: config.id.clone(),
+                        created_ms: now,
+                        host,
+                        secure,
+                    },
                 )
             });
             text_ok(token)
         }
-        (["participants"], Method::GET) => {
-            json_ok(Value::Array(state.with_portal(|p, shared| p.rest_participants(room, shared))))
-        }
+        (["participants"], Method::GET) => json_ok(Value::Array(
+            state.with_portal(|p, shared| p.rest_participants(room, shared)),
+        )),
         (["participants", id], Method::GET) => {
             let list = state.with_portal(|p, shared| p.rest_participants(room, shared));
-            match list.into_iter().find(|p| p.get("id").and_then(Value::as_str) == Some(*id)) {
+            match list
+                .into_iter()
+                .find(|p| p.get("id").and_then(Value::as_str) == Some(*id))
+            {
                 Some(p) => json_ok(p),
                 None => not_found("Participant not found"),
             }
@@ -343,12 +399,15 @@ async fn room_resource(
                 Err(f) => rest_failure(f, "Participant"),
             }
         }
-        (["streams"], Method::GET) => {
-            json_ok(Value::Array(state.with_portal(|p, shared| p.rest_streams(room, shared))))
-        }
+        (["streams"], Method::GET) => json_ok(Value::Array(
+            state.with_portal(|p, shared| p.rest_streams(room, shared)),
+        )),
         (["streams", id], Method::GET) => {
             let list = state.with_portal(|p, shared| p.rest_streams(room, shared));
-            match list.into_iter().find(|s| s.get("id").and_then(Value::as_str) == Some(*id)) {
+            match list
+                .into_iter()
+                .find(|s| s.get("id").and_then(Value::as_str) == Some(*id))
+            {
                 Some(s) => json_ok(s),
                 None => not_found("Stream not found"),
             }
@@ -385,7 +444,10 @@ mod tests {
         let h = MAuth::header("svc", "K", 1722430000000, "9f86d081884c7d65", None);
         let a = MAuth::parse(&h);
         assert_eq!(a.get("realm"), Some("http://marte3.dit.upm.es"));
-        assert_eq!(a.get("signature"), Some(sign("K", "1722430000000,9f86d081884c7d65").as_str()));
+        assert_eq!(
+            a.get("signature"),
+            Some(sign("K", "1722430000000,9f86d081884c7d65").as_str())
+        );
         assert!(a.verify("svc", "K"));
         assert!(!a.verify("svc", "other"));
         assert!(!a.verify("other", "K"));
@@ -403,7 +465,8 @@ mod tests {
 
     #[test]
     fn mauth_space_after_comma_fails() {
-        let h = MAuth::header("svc", "K", 1, "c", None).replace(",mauth_serviceid", ", mauth_serviceid");
+        let h = MAuth::header("svc", "K", 1, "c", None)
+            .replace(",mauth_serviceid", ", mauth_serviceid");
         assert!(!MAuth::parse(&h).verify("svc", "K"));
     }
 

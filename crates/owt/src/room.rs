@@ -22,7 +22,10 @@ pub struct Role {
 
 impl Role {
     pub fn permission(&self) -> Permission {
-        Permission { publish: self.publish, subscribe: self.subscribe }
+        Permission {
+            publish: self.publish,
+            subscribe: self.subscribe,
+        }
     }
 }
 
@@ -119,7 +122,10 @@ impl RoomConfig {
     }
 
     fn flag(&self, pointer: &str) -> bool {
-        self.extras_value().pointer(pointer).and_then(Value::as_bool).unwrap_or(true)
+        self.extras_value()
+            .pointer(pointer)
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
     }
 
     fn extras_value(&self) -> Value {
@@ -136,7 +142,12 @@ impl RoomConfig {
 
     /// Whether the room lets any audio (video) in: an empty `mediaIn` list forbids it.
     pub fn accepts(&self, kind: &str) -> bool {
-        match self.extras.get("mediaIn").and_then(|m| m.get(kind)).and_then(Value::as_array) {
+        match self
+            .extras
+            .get("mediaIn")
+            .and_then(|m| m.get(kind))
+            .and_then(Value::as_array)
+        {
             Some(list) => !list.is_empty(),
             None => true,
         }
@@ -146,8 +157,11 @@ impl RoomConfig {
     pub fn codecs(&self) -> Vec<String> {
         let mut out = Vec::new();
         for kind in ["audio", "video"] {
-            if let Some(list) =
-                self.extras.get("mediaIn").and_then(|m| m.get(kind)).and_then(Value::as_array)
+            if let Some(list) = self
+                .extras
+                .get("mediaIn")
+                .and_then(|m| m.get(kind))
+                .and_then(Value::as_array)
             {
                 for f in list {
                     if let Some(c) = f.get("codec").and_then(Value::as_str) {
@@ -169,7 +183,11 @@ impl RoomConfig {
             match k.as_str() {
                 "_id" | "id" => {}
                 "name" => {
-                    self.name = v.as_str().filter(|s| !s.is_empty()).ok_or(RoomError::BadConfiguration)?.into()
+                    self.name = v
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or(RoomError::BadConfiguration)?
+                        .into()
                 }
                 "participantLimit" => {
                     self.participant_limit = v.as_i64().ok_or(RoomError::BadConfiguration)?
@@ -194,9 +212,15 @@ impl RoomConfig {
         m.insert("_id".into(), Value::from(self.id.as_str()));
         m.insert("id".into(), Value::from(self.id.as_str()));
         m.insert("name".into(), Value::from(self.name.as_str()));
-        m.insert("participantLimit".into(), Value::from(self.participant_limit));
+        m.insert(
+            "participantLimit".into(),
+            Value::from(self.participant_limit),
+        );
         m.insert("inputLimit".into(), Value::from(self.input_limit));
-        m.insert("roles".into(), serde_json::to_value(&self.roles).unwrap_or(Value::Null));
+        m.insert(
+            "roles".into(),
+            serde_json::to_value(&self.roles).unwrap_or(Value::Null),
+        );
         m.insert("views".into(), json!([]));
         Value::Object(m)
     }
@@ -263,7 +287,12 @@ impl RoomConfigs {
     }
 
     pub fn to_json(&self) -> Value {
-        Value::Array(self.rooms.values().map(RoomConfig::to_json_stored).collect())
+        Value::Array(
+            self.rooms
+                .values()
+                .map(RoomConfig::to_json_stored)
+                .collect(),
+        )
     }
 
     pub fn from_json(v: &Value) -> RoomConfigs {
@@ -299,9 +328,22 @@ mod tests {
         assert_eq!(v["_id"], "a");
         assert_eq!(v["participantLimit"], -1);
         assert_eq!(v["inputLimit"], -1);
-        let roles: Vec<&str> =
-            v["roles"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
-        assert_eq!(roles, ["presenter", "viewer", "audio_only_presenter", "video_only_viewer", "sip"]);
+        let roles: Vec<&str> = v["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                "presenter",
+                "viewer",
+                "audio_only_presenter",
+                "video_only_viewer",
+                "sip"
+            ]
+        );
         assert!(r.codecs().contains(&"opus".to_string()));
     }
 
@@ -313,7 +355,10 @@ mod tests {
         let mut all = RoomConfigs::default();
         all.insert(r);
         let back = RoomConfigs::from_json(&all.to_json());
-        assert_eq!(back.find("a").unwrap().extras["views"], json!([{"label": "common"}]));
+        assert_eq!(
+            back.find("a").unwrap().extras["views"],
+            json!([{"label": "common"}])
+        );
         assert!(back.find("x").is_some());
     }
 
@@ -321,6 +366,9 @@ mod tests {
     fn bad_options_are_refused() {
         let mut r = RoomConfig::new("a".into(), "x".into());
         assert_eq!(r.apply(&json!(3)), Err(RoomError::InvalidOption));
-        assert_eq!(r.apply(&json!({"participantLimit": "x"})), Err(RoomError::BadConfiguration));
+        assert_eq!(
+            r.apply(&json!({"participantLimit": "x"})),
+            Err(RoomError::BadConfiguration)
+        );
     }
 }

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::session::{JoinRefused, MediaCommand, MediaEvent, Member, Output, Portal, PortalConfig, Shared};
+use crate::session::{
+    JoinRefused, MediaCommand, MediaEvent, Member, Output, Portal, PortalConfig, Shared,
+};
 use crate::token::random_hex;
 use crate::wire::{Ack, ProtocolVersion, Request, WireError};
 use crate::{Config, Error};
@@ -53,7 +55,10 @@ impl Keys {
         });
         if generated && let Some(p) = &path {
             let text = serde_json::to_vec_pretty(&keys).unwrap_or_default();
-            std::fs::write(p, text).map_err(|source| Error::DataDir { path: p.clone(), source })?;
+            std::fs::write(p, text).map_err(|source| Error::DataDir {
+                path: p.clone(),
+                source,
+            })?;
             println!(
                 "OWT management API: service id {} key {} (stored in {})",
                 keys.service_id,
@@ -72,7 +77,9 @@ impl Keys {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Inner {
@@ -116,20 +123,31 @@ fn member_of(p: &yard::room::Participant) -> Member {
 impl Shared for YardShared<'_> {
     fn join(&mut self, room: &str, who: &Member, limit: usize) -> Result<(), JoinRefused> {
         let r = self.state.inner.yard.rooms().get_or_create(room);
-        let mut p = yard::room::Participant::new(who.id.clone(), who.user.clone(), yard::room::FrontEnd::Owt);
+        let mut p = yard::room::Participant::new(
+            who.id.clone(),
+            who.user.clone(),
+            yard::room::FrontEnd::Owt,
+        );
         if who.permission.publish.audio || who.permission.publish.video {
             p.permissions.insert(yard::room::Permission::Present);
         }
         p.permissions.insert(yard::room::Permission::Message);
-        p.status.insert("owtRole".into(), Value::from(who.role.as_str()));
-        let rules = yard::room::JoinRules { exempt: false, max_participants: limit, require_operator: false };
+        p.status
+            .insert("owtRole".into(), Value::from(who.role.as_str()));
+        let rules = yard::room::JoinRules {
+            exempt: false,
+            max_participants: limit,
+            require_operator: false,
+        };
         match r.join(p, &rules, SystemTime::now()) {
             Ok(_joined) => {
                 self.state.watch(room);
                 Ok(())
             }
             Err(yard::room::JoinError::Full) => Err(JoinRefused::Full),
-            Err(yard::room::JoinError::Locked { .. }) => Err(JoinRefused::Other("Room is locked".into())),
+            Err(yard::room::JoinError::Locked { .. }) => {
+                Err(JoinRefused::Other("Room is locked".into()))
+            }
             Err(_) => Err(JoinRefused::Other("Joining room failed".into())),
         }
     }
@@ -146,7 +164,13 @@ impl Shared for YardShared<'_> {
             .yard
             .rooms()
             .get(room)
-            .map(|r| r.participants().iter().filter(|p| p.front_end.is_person()).map(member_of).collect())
+            .map(|r| {
+                r.participants()
+                    .iter()
+                    .filter(|p| p.front_end.is_person())
+                    .map(member_of)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -187,7 +211,10 @@ impl OwtState {
 
     /// The configured (or generated) service id and key of the management API.
     pub fn service(&self) -> (String, String) {
-        (self.inner.keys.service_id.clone(), self.inner.keys.service_key.clone())
+        (
+            self.inner.keys.service_id.clone(),
+            self.inner.keys.service_key.clone(),
+        )
     }
 
     pub fn keys(&self) -> &Keys {
@@ -236,10 +263,13 @@ impl OwtState {
     }
 
     pub(crate) fn save_rooms(&self) {
-        let Some(dir) = &self.inner.data_dir else { return };
+        let Some(dir) = &self.inner.data_dir else {
+            return;
+        };
         let json = self.with_portal(|p, _| p.rooms.to_json());
         let path = dir.join(ROOMS_FILE);
-        if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default()) {
+        if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default())
+        {
             tracing::warn!(path = %path.display(), error = %e, "cannot save OWT rooms");
         }
     }
@@ -302,7 +332,9 @@ impl OwtState {
         if !self.inner.watched.lock().insert(room.to_owned()) {
             return;
         }
-        let Some(r) = self.inner.yard.rooms().get(room) else { return };
+        let Some(r) = self.inner.yard.rooms().get(room) else {
+            return;
+        };
         let mut rx = r.subscribe();
         let state = self.clone();
         let room = room.to_owned();
@@ -337,20 +369,45 @@ impl OwtState {
                 cmd = rx.recv() => match cmd { Some(c) => c, None => break },
             };
             match cmd {
-                MediaCommand::Publish { stream, room, owner, sdp, label, codecs } => {
-                    let opts = rtc::PublishOptions { id: Some(stream.clone()), label, codecs };
+                MediaCommand::Publish {
+                    stream,
+                    room,
+                    owner,
+                    sdp,
+                    label,
+                    codecs,
+                } => {
+                    let opts = rtc::PublishOptions {
+                        id: Some(stream.clone()),
+                        label,
+                        codecs,
+                    };
                     match sfu.publish(&room, owner, sdp, opts).await {
                         Ok(p) => {
-                            self.media_event(MediaEvent::PublishAnswer { stream: stream.clone(), sdp: p.answer_sdp });
+                            self.media_event(MediaEvent::PublishAnswer {
+                                stream: stream.clone(),
+                                sdp: p.answer_sdp,
+                            });
                             self.forward_peer_events(stream, p.events);
                         }
                         Err(e) => {
                             tracing::info!(stream, error = %e, "owt publication refused by the SFU");
-                            self.media_event(MediaEvent::PublishFailed { stream, reason: media_error(&e) });
+                            self.media_event(MediaEvent::PublishFailed {
+                                stream,
+                                reason: media_error(&e),
+                            });
                         }
                     }
                 }
-                MediaCommand::Subscribe { subscription, room, subscriber, sdp, audio_from, video_from, rid } => {
+                MediaCommand::Subscribe {
+                    subscription,
+                    room,
+                    subscriber,
+                    sdp,
+                    audio_from,
+                    video_from,
+                    rid,
+                } => {
                     let opts = rtc::SubscribeOptions {
                         audio_from,
                         video_from,
@@ -368,7 +425,10 @@ impl OwtState {
                         }
                         Err(e) => {
                             tracing::info!(subscription, error = %e, "owt subscription refused by the SFU");
-                            self.media_event(MediaEvent::SubscribeFailed { subscription, reason: media_error(&e) });
+                            self.media_event(MediaEvent::SubscribeFailed {
+                                subscription,
+                                reason: media_error(&e),
+                            });
                         }
                     }
                 }
@@ -396,7 +456,10 @@ impl OwtState {
         let state = self.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                state.media_event(MediaEvent::Peer { session: session.clone(), event });
+                state.media_event(MediaEvent::Peer {
+                    session: session.clone(),
+                    event,
+                });
             }
         });
     }
@@ -487,14 +550,17 @@ fn on_connect(socket: SocketRef, state: OwtState) {
     state.inner.portal.lock().connected(now_ms(), &conn);
     for &event in EVENTS {
         let state = state.clone();
-        socket.on(event, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            let state = state.clone();
-            async move {
-                // `logout` and `refreshReconnectionTicket` carry no data at all.
-                let data = data.unwrap_or(Value::Null);
-                handle_event(&state, &s, event, &data, ack);
-            }
-        });
+        socket.on(
+            event,
+            move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+                let state = state.clone();
+                async move {
+                    // `logout` and `refreshReconnectionTicket` carry no data at all.
+                    let data = data.unwrap_or(Value::Null);
+                    handle_event(&state, &s, event, &data, ack);
+                }
+            },
+        );
     }
     let state2 = state.clone();
     socket.on_disconnect(move |s: SocketRef| {
@@ -520,7 +586,10 @@ fn handle_event(state: &OwtState, s: &SocketRef, event: &str, data: &Value, ack:
                 WireError::UnknownEvent(_) => "Illegal request".to_owned(),
                 WireError::Invalid(m) => m,
             };
-            state.execute_with_ack(vec![Output::Ack(Ack::error(msg).args(ProtocolVersion::V1_1))], Some(ack));
+            state.execute_with_ack(
+                vec![Output::Ack(Ack::error(msg).args(ProtocolVersion::V1_1))],
+                Some(ack),
+            );
             return;
         }
     };
@@ -540,9 +609,7 @@ pub fn build(
     sfu: rtc::Sfu,
     shutdown: CancellationToken,
 ) -> Result<(Router, OwtState), Error> {
-    let data_dir = config
-        .persist
-        .then(|| yard.data_dir().to_path_buf());
+    let data_dir = config.persist.then(|| yard.data_dir().to_path_buf());
     let keys = Keys::load(&config, data_dir.as_deref())?;
     let mut portal = Portal::new(PortalConfig {
         token_key: keys.token_key.clone(),
@@ -623,4 +690,3 @@ pub async fn serve(
         .await
         .map_err(Error::Io)
 }
-

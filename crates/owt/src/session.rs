@@ -82,21 +82,49 @@ pub enum MediaCommand {
         rid: Option<String>,
     },
     /// `peer` is the SFU's id: the stream id, or a subscription's SFU id.
-    Candidate { peer: String, candidate: String },
-    Close { peer: String },
-    Pause { peer: String, kind: rtc::Kind, paused: bool },
-    SetLayer { peer: String, rid: String },
+    Candidate {
+        peer: String,
+        candidate: String,
+    },
+    Close {
+        peer: String,
+    },
+    Pause {
+        peer: String,
+        kind: rtc::Kind,
+        paused: bool,
+    },
+    SetLayer {
+        peer: String,
+        rid: String,
+    },
 }
 
 /// Results of [`MediaCommand`]s and the SFU's own events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
-    PublishAnswer { stream: String, sdp: String },
-    PublishFailed { stream: String, reason: String },
-    SubscribeAnswer { subscription: String, peer: String, sdp: String },
-    SubscribeFailed { subscription: String, reason: String },
+    PublishAnswer {
+        stream: String,
+        sdp: String,
+    },
+    PublishFailed {
+        stream: String,
+        reason: String,
+    },
+    SubscribeAnswer {
+        subscription: String,
+        peer: String,
+        sdp: String,
+    },
+    SubscribeFailed {
+        subscription: String,
+        reason: String,
+    },
     /// An event of the peer behind an OWT session (stream id or OWT subscription id).
-    Peer { session: String, event: rtc::PeerEvent },
+    Peer {
+        session: String,
+        event: rtc::PeerEvent,
+    },
     Sfu(rtc::SfuEvent),
 }
 
@@ -105,9 +133,15 @@ pub enum MediaEvent {
 pub enum Output {
     /// The ack callback's arguments for the request being handled.
     Ack(Vec<Value>),
-    Send { conn: ConnId, event: &'static str, data: Value },
+    Send {
+        conn: ConnId,
+        event: &'static str,
+        data: Value,
+    },
     /// Disconnect the socket (after what was sent before).
-    Close { conn: ConnId },
+    Close {
+        conn: ConnId,
+    },
     Media(MediaCommand),
 }
 
@@ -198,7 +232,10 @@ fn ack(out: &mut Vec<Output>, a: Ack, protocol: ProtocolVersion) {
 
 fn random_decimal() -> String {
     // 18 digits fit in u64 and in `[0-9a-zA-Z-]+`.
-    format!("{}", rand::random::<u64>() % 900_000_000_000_000_000 + 100_000_000_000_000_000)
+    format!(
+        "{}",
+        rand::random::<u64>() % 900_000_000_000_000_000 + 100_000_000_000_000_000
+    )
 }
 
 impl Portal {
@@ -221,7 +258,13 @@ impl Portal {
 
     /// A socket connected; it must log in within the login timeout.
     pub fn connected(&mut self, now_ms: u64, conn: &str) {
-        self.conns.insert(conn.to_owned(), Conn { connected_ms: now_ms, state: ConnState::Fresh });
+        self.conns.insert(
+            conn.to_owned(),
+            Conn {
+                connected_ms: now_ms,
+                state: ConnState::Fresh,
+            },
+        );
     }
 
     /// Number of logged-in OWT participants (for metrics and tests).
@@ -249,10 +292,16 @@ impl Portal {
     // Delivery
 
     fn send_to(&mut self, out: &mut Vec<Output>, pid: &str, n: &Notification) {
-        let Some(l) = self.locals.get_mut(pid) else { return };
+        let Some(l) = self.locals.get_mut(pid) else {
+            return;
+        };
         let data = n.data();
         match &l.conn {
-            Some(c) => out.push(Output::Send { conn: c.clone(), event: n.event(), data }),
+            Some(c) => out.push(Output::Send {
+                conn: c.clone(),
+                event: n.event(),
+                data,
+            }),
             None => l.queue.push_back((n.event(), data)),
         }
     }
@@ -264,7 +313,13 @@ impl Portal {
         v.into_iter().map(|(k, _)| k.clone()).collect()
     }
 
-    fn broadcast(&mut self, out: &mut Vec<Output>, room: &str, except: Option<&str>, n: &Notification) {
+    fn broadcast(
+        &mut self,
+        out: &mut Vec<Output>,
+        room: &str,
+        except: Option<&str>,
+        n: &Notification,
+    ) {
         for pid in self.room_locals(room) {
             if Some(pid.as_str()) != except {
                 self.send_to(out, &pid, n);
@@ -277,11 +332,13 @@ impl Portal {
     }
 
     fn notify_streams(&self, room: &str) -> bool {
-        self.room_config(room).is_none_or(RoomConfig::notify_streams)
+        self.room_config(room)
+            .is_none_or(RoomConfig::notify_streams)
     }
 
     fn notify_participants(&self, room: &str) -> bool {
-        self.room_config(room).is_none_or(RoomConfig::notify_participants)
+        self.room_config(room)
+            .is_none_or(RoomConfig::notify_participants)
     }
 
     /// Tell every OWT participant of `room` about a stream, each in its protocol's form.
@@ -290,7 +347,10 @@ impl Portal {
             return;
         }
         for pid in self.room_locals(room) {
-            let protocol = self.locals.get(&pid).map_or(ProtocolVersion::V1_1, |l| l.protocol);
+            let protocol = self
+                .locals
+                .get(&pid)
+                .map_or(ProtocolVersion::V1_1, |l| l.protocol);
             let n = Notification::Stream {
                 id: info.id.clone(),
                 event: StreamEvent::Add(info.to_wire(protocol)),
@@ -314,7 +374,11 @@ impl Portal {
         let bound = match self.conns.get(conn).map(|c| &c.state) {
             None => {
                 // A socket we never saw connect (or already closed).
-                ack(&mut out, Ack::error("Illegal request"), ProtocolVersion::V1_1);
+                ack(
+                    &mut out,
+                    Ack::error("Illegal request"),
+                    ProtocolVersion::V1_1,
+                );
                 return out;
             }
             Some(ConnState::Fresh) => None,
@@ -327,7 +391,11 @@ impl Portal {
             }
             (Request::Login(l), None) => self.login(now_ms, conn, l, shared, &mut out),
             (Request::Relogin(t), None) => self.relogin(now_ms, conn, &t, &mut out),
-            (_, None) => ack(&mut out, Ack::error("Illegal request"), ProtocolVersion::V1_1),
+            (_, None) => ack(
+                &mut out,
+                Ack::error("Illegal request"),
+                ProtocolVersion::V1_1,
+            ),
             (req, Some(pid)) => {
                 let protocol = self.protocol_of(&pid);
                 let result = self.request(now_ms, &pid, req, shared, &mut out);
@@ -345,14 +413,18 @@ impl Portal {
     }
 
     fn protocol_of(&self, pid: &str) -> ProtocolVersion {
-        self.locals.get(pid).map_or(ProtocolVersion::V1_1, |l| l.protocol)
+        self.locals
+            .get(pid)
+            .map_or(ProtocolVersion::V1_1, |l| l.protocol)
     }
 
     fn refuse_login(&mut self, conn: &str, reason: &str, out: &mut Vec<Output>) {
         tracing::info!(conn, reason, "owt login refused");
         metrics::counter!("switchyard_owt_login_failures_total").increment(1);
         ack(out, Ack::error(reason), ProtocolVersion::V1_1);
-        out.push(Output::Close { conn: conn.to_owned() });
+        out.push(Output::Close {
+            conn: conn.to_owned(),
+        });
         self.conns.remove(conn);
     }
 
@@ -436,21 +508,40 @@ impl Portal {
         let participants = shared
             .members(&config.name)
             .into_iter()
-            .map(|m| ParticipantInfo { id: m.id, user: m.user, role: m.role })
+            .map(|m| ParticipantInfo {
+                id: m.id,
+                user: m.user,
+                role: m.role,
+            })
             .collect();
         let result = LoginResult {
             id: me.id.clone(),
             user: me.user,
             role: me.role,
             permission: me.permission,
-            room: RoomInfo { id: config.id, views: vec![], streams, participants },
+            room: RoomInfo {
+                id: config.id,
+                views: vec![],
+                streams,
+                participants,
+            },
             reconnection_ticket: reconnect.then(|| self.ticket(&me.id, now_ms)),
         };
-        ack(out, Ack::ok_with(serde_json::to_value(result).unwrap_or(Value::Null)), protocol);
+        ack(
+            out,
+            Ack::ok_with(serde_json::to_value(result).unwrap_or(Value::Null)),
+            protocol,
+        );
     }
 
     fn ticket(&self, pid: &str, now_ms: u64) -> String {
-        Ticket::issue(&self.cfg.reconnection_key, pid, now_ms, self.cfg.ticket_lifetime_ms).encode()
+        Ticket::issue(
+            &self.cfg.reconnection_key,
+            pid,
+            now_ms,
+            self.cfg.ticket_lifetime_ms,
+        )
+        .encode()
     }
 
     fn relogin(&mut self, now_ms: u64, conn: &str, ticket: &str, out: &mut Vec<Output>) {
@@ -484,7 +575,11 @@ impl Portal {
             l.conn = Some(conn.to_owned());
             l.lost_ms = None;
             for (event, data) in l.queue.drain(..) {
-                out.push(Output::Send { conn: conn.to_owned(), event, data });
+                out.push(Output::Send {
+                    conn: conn.to_owned(),
+                    event,
+                    data,
+                });
             }
         }
         tracing::info!(participant = %pid, conn, "owt relogin");
@@ -516,7 +611,10 @@ impl Portal {
             Request::Text(t) => self.text(pid, &t.to, t.message, shared, out),
             Request::Publish(p) => self.publish(pid, p, shared),
             Request::Unpublish(r) => {
-                let p = self.publications.get(&r.id).ok_or("Stream does NOT exist")?;
+                let p = self
+                    .publications
+                    .get(&r.id)
+                    .ok_or("Stream does NOT exist")?;
                 if p.owner != pid {
                     return Err("unauthorized".into());
                 }
@@ -527,7 +625,10 @@ impl Portal {
             Request::StreamControl(c) => self.stream_control(pid, c, shared, out),
             Request::Subscribe(s) => self.subscribe(pid, s, shared),
             Request::Unsubscribe(r) => {
-                let s = self.subscriptions.get(&r.id).ok_or("Subscription does NOT exist")?;
+                let s = self
+                    .subscriptions
+                    .get(&r.id)
+                    .ok_or("Subscription does NOT exist")?;
                 if s.owner != pid {
                     return Err("unauthorized".into());
                 }
@@ -551,19 +652,29 @@ impl Portal {
         shared: &mut dyn Shared,
         out: &mut Vec<Output>,
     ) -> Result<Option<Ack>, String> {
-        let to = to.as_str().filter(|s| !s.is_empty()).ok_or("Invalid receiver")?;
+        let to = to
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or("Invalid receiver")?;
         let len = match &message {
             Value::String(s) => s.chars().count(),
             other => other.to_string().chars().count(),
         };
         if len > self.cfg.text_limit {
-            return Err(format!("Text message is too long (limit {} characters)", self.cfg.text_limit));
+            return Err(format!(
+                "Text message is too long (limit {} characters)",
+                self.cfg.text_limit
+            ));
         }
         let local = self.locals.get(pid).ok_or("Illegal request")?;
         let room = local.room.clone();
         let me = local.info.clone();
         if to == "all" {
-            let n = Notification::Text { from: pid.to_owned(), to: "all".into(), message: message.clone() };
+            let n = Notification::Text {
+                from: pid.to_owned(),
+                to: "all".into(),
+                message: message.clone(),
+            };
             // Ack first so the sender sees its request settle before its own echo.
             out.push(Output::Ack(Ack::ok().args(self.protocol_of(pid))));
             self.broadcast(out, &room, None, &n);
@@ -572,7 +683,11 @@ impl Portal {
         }
         if self.locals.get(to).is_some_and(|l| l.room == room) {
             out.push(Output::Ack(Ack::ok().args(self.protocol_of(pid))));
-            let n = Notification::Text { from: pid.to_owned(), to: "me".into(), message };
+            let n = Notification::Text {
+                from: pid.to_owned(),
+                to: "me".into(),
+                message,
+            };
             self.send_to(out, to, &n);
             return Ok(None);
         }
@@ -618,14 +733,17 @@ impl Portal {
         if self.publications.contains_key(&id) {
             return Err("Stream exists".into());
         }
-        let parameters = p.media.video.as_ref().and_then(|v| v.parameters.as_ref()).map(|v| {
-            VideoParameters {
+        let parameters = p
+            .media
+            .video
+            .as_ref()
+            .and_then(|v| v.parameters.as_ref())
+            .map(|v| VideoParameters {
                 resolution: v.resolution,
                 framerate: v.framerate,
                 bitrate: None,
                 key_frame_interval: None,
-            }
-        });
+            });
         self.publications.insert(
             id.clone(),
             Publication {
@@ -644,7 +762,12 @@ impl Portal {
         Ok(Some(Ack::ok_with(json!({"id": id}))))
     }
 
-    fn soac(&mut self, pid: &str, s: SoacRequest, out: &mut Vec<Output>) -> Result<Option<Ack>, String> {
+    fn soac(
+        &mut self,
+        pid: &str,
+        s: SoacRequest,
+        out: &mut Vec<Output>,
+    ) -> Result<Option<Ack>, String> {
         let no_session = || format!("Session {} does NOT exist", s.id);
         if let Some(p) = self.publications.get_mut(&s.id) {
             if p.owner != pid {
@@ -666,8 +789,11 @@ impl Portal {
                             Some("screen-cast") => "screenshare".into(),
                             _ => "camera".into(),
                         });
-                    let codecs =
-                        self.rooms.find(&p.room).map(RoomConfig::codecs).unwrap_or_default();
+                    let codecs = self
+                        .rooms
+                        .find(&p.room)
+                        .map(RoomConfig::codecs)
+                        .unwrap_or_default();
                     out.push(Output::Media(MediaCommand::Publish {
                         stream: s.id.clone(),
                         room: p.room.clone(),
@@ -683,7 +809,10 @@ impl Portal {
                 Signaling::Candidate { candidate } => {
                     let c = candidate.attribute().to_owned();
                     if p.state == PubState::Answered {
-                        out.push(Output::Media(MediaCommand::Candidate { peer: s.id.clone(), candidate: c }));
+                        out.push(Output::Media(MediaCommand::Candidate {
+                            peer: s.id.clone(),
+                            candidate: c,
+                        }));
                     } else {
                         p.pending_candidates.push(c);
                     }
@@ -702,11 +831,18 @@ impl Portal {
                         return Err("Renegotiation is not supported".into());
                     }
                     sub.offered = true;
-                    let user = self.locals.get(pid).map(|l| l.info.user.clone()).unwrap_or_default();
+                    let user = self
+                        .locals
+                        .get(pid)
+                        .map(|l| l.info.user.clone())
+                        .unwrap_or_default();
                     out.push(Output::Media(MediaCommand::Subscribe {
                         subscription: s.id.clone(),
                         room: sub.room.clone(),
-                        subscriber: rtc::ParticipantRef { id: pid.to_owned(), username: user },
+                        subscriber: rtc::ParticipantRef {
+                            id: pid.to_owned(),
+                            username: user,
+                        },
                         sdp,
                         audio_from: sub.audio_from.clone(),
                         video_from: sub.video_from.clone(),
@@ -762,8 +898,9 @@ impl Portal {
         if let Some(v) = &video {
             const E: &str = "Target video stream does NOT satisfy:";
             let stream = find(&v.from).ok_or(format!("{E}Requested video stream"))?;
-            let track =
-                stream.track(rtc::Kind::Video).ok_or(format!("{E}Requested video stream"))?;
+            let track = stream
+                .track(rtc::Kind::Video)
+                .ok_or(format!("{E}Requested video stream"))?;
             if let Some(f) = &v.format
                 && !f.codec.eq_ignore_ascii_case(&track.codec)
             {
@@ -775,14 +912,23 @@ impl Portal {
                 return Err(format!("{E}Simulcast RID is not acceptable"));
             }
             if let Some(params) = &v.parameters {
-                let known = self.publications.get(&v.from).and_then(|p| p.parameters.clone());
+                let known = self
+                    .publications
+                    .get(&v.from)
+                    .and_then(|p| p.parameters.clone());
                 if let Some(r) = params.resolution
-                    && known.as_ref().and_then(|k| k.resolution).is_some_and(|k: Resolution| k != r)
+                    && known
+                        .as_ref()
+                        .and_then(|k| k.resolution)
+                        .is_some_and(|k: Resolution| k != r)
                 {
                     return Err(format!("{E}Resolution is not acceptable"));
                 }
                 if let Some(f) = params.framerate
-                    && known.as_ref().and_then(|k| k.framerate).is_some_and(|k| (k - f).abs() > 0.5)
+                    && known
+                        .as_ref()
+                        .and_then(|k| k.framerate)
+                        .is_some_and(|k| (k - f).abs() > 0.5)
                 {
                     return Err(format!("{E}Framerate is not acceptable"));
                 }
@@ -832,7 +978,11 @@ impl Portal {
         shared: &mut dyn Shared,
         out: &mut Vec<Output>,
     ) -> Result<Option<Ack>, String> {
-        let room = self.locals.get(pid).map(|l| l.room.clone()).ok_or("Illegal request")?;
+        let room = self
+            .locals
+            .get(pid)
+            .map(|l| l.room.clone())
+            .ok_or("Illegal request")?;
         let stream = shared.streams(&room).into_iter().find(|s| s.id == c.id);
         let owner = match (&stream, self.publications.get(&c.id)) {
             (_, Some(p)) => p.owner.clone(),
@@ -872,10 +1022,17 @@ impl Portal {
             }
         }
         out.push(Output::Ack(Ack::ok().args(ProtocolVersion::V1_1)));
-        let entry = self.announced.entry(id.to_owned()).or_insert((false, false, 0));
+        let entry = self
+            .announced
+            .entry(id.to_owned())
+            .or_insert((false, false, 0));
         let mut changed = vec![];
         for k in kinds {
-            out.push(Output::Media(MediaCommand::Pause { peer: id.to_owned(), kind: *k, paused }));
+            out.push(Output::Media(MediaCommand::Pause {
+                peer: id.to_owned(),
+                kind: *k,
+                paused,
+            }));
             let flag = match k {
                 rtc::Kind::Audio => &mut entry.0,
                 rtc::Kind::Video => &mut entry.1,
@@ -905,7 +1062,10 @@ impl Portal {
         shared: &mut dyn Shared,
         out: &mut Vec<Output>,
     ) -> Result<Option<Ack>, String> {
-        let sub = self.subscriptions.get_mut(&c.id).ok_or("Subscription does NOT exist")?;
+        let sub = self
+            .subscriptions
+            .get_mut(&c.id)
+            .ok_or("Subscription does NOT exist")?;
         if sub.owner != pid {
             return Err("unauthorized".into());
         }
@@ -926,17 +1086,46 @@ impl Portal {
             _ => {
                 // update: an SFU can switch simulcast layers, not sources or encodings.
                 let data = c.data.unwrap_or(Value::Null);
-                if data.get("audio").and_then(|a| a.get("from")).is_some_and(|f| Some(f) != sub.audio_from.as_ref().map(|s| Value::from(s.as_str())).as_ref()) {
-                    return Err("Target audio stream does NOT satisfy:Source switching is not supported".into());
+                if data
+                    .get("audio")
+                    .and_then(|a| a.get("from"))
+                    .is_some_and(|f| {
+                        Some(f)
+                            != sub
+                                .audio_from
+                                .as_ref()
+                                .map(|s| Value::from(s.as_str()))
+                                .as_ref()
+                    })
+                {
+                    return Err(
+                        "Target audio stream does NOT satisfy:Source switching is not supported"
+                            .into(),
+                    );
                 }
                 let video = data.get("video");
-                if video.and_then(|v| v.get("from")).and_then(Value::as_str).is_some_and(|f| Some(f) != sub.video_from.as_deref()) {
-                    return Err("Target video stream does NOT satisfy:Source switching is not supported".into());
+                if video
+                    .and_then(|v| v.get("from"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| Some(f) != sub.video_from.as_deref())
+                {
+                    return Err(
+                        "Target video stream does NOT satisfy:Source switching is not supported"
+                            .into(),
+                    );
                 }
-                if video.and_then(|v| v.get("parameters")).is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty())) {
-                    return Err("Target video stream does NOT satisfy:Resolution is not acceptable".into());
+                if video
+                    .and_then(|v| v.get("parameters"))
+                    .is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+                {
+                    return Err(
+                        "Target video stream does NOT satisfy:Resolution is not acceptable".into(),
+                    );
                 }
-                if let Some(rid) = video.and_then(|v| v.get("simulcastRid")).and_then(Value::as_str) {
+                if let Some(rid) = video
+                    .and_then(|v| v.get("simulcastRid"))
+                    .and_then(Value::as_str)
+                {
                     let room = sub.room.clone();
                     let from = sub.video_from.clone().unwrap_or_default();
                     let ok = shared
@@ -946,12 +1135,18 @@ impl Portal {
                         .and_then(|s| s.track(rtc::Kind::Video))
                         .is_some_and(|t| t.simulcast_rids.iter().any(|r| r == rid));
                     if !ok {
-                        return Err("Target video stream does NOT satisfy:Simulcast RID is not acceptable".into());
+                        return Err(
+                            "Target video stream does NOT satisfy:Simulcast RID is not acceptable"
+                                .into(),
+                        );
                     }
                     if let Some(sub) = self.subscriptions.get_mut(&c.id) {
                         sub.rid = Some(rid.to_owned());
                         if let Some(peer) = &sub.peer {
-                            out.push(Output::Media(MediaCommand::SetLayer { peer: peer.clone(), rid: rid.to_owned() }));
+                            out.push(Output::Media(MediaCommand::SetLayer {
+                                peer: peer.clone(),
+                                rid: rid.to_owned(),
+                            }));
                         }
                     }
                 }
@@ -965,7 +1160,9 @@ impl Portal {
 
     /// Remove an OWT participant: others get `leave`; its sessions are closed.
     fn leave(&mut self, pid: &str, shared: &mut dyn Shared, out: &mut Vec<Output>) {
-        let Some(l) = self.locals.remove(pid) else { return };
+        let Some(l) = self.locals.remove(pid) else {
+            return;
+        };
         if let Some(c) = &l.conn {
             self.conns.remove(c);
         }
@@ -976,14 +1173,22 @@ impl Portal {
             let n = Notification::Participant(ParticipantAction::Leave(pid.to_owned()));
             self.broadcast(out, &l.room, None, &n);
         }
-        let pubs: Vec<String> =
-            self.publications.iter().filter(|(_, p)| p.owner == pid).map(|(k, _)| k.clone()).collect();
+        let pubs: Vec<String> = self
+            .publications
+            .iter()
+            .filter(|(_, p)| p.owner == pid)
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in pubs {
             self.publications.remove(&id);
             out.push(Output::Media(MediaCommand::Close { peer: id }));
         }
-        let subs: Vec<String> =
-            self.subscriptions.iter().filter(|(_, s)| s.owner == pid).map(|(k, _)| k.clone()).collect();
+        let subs: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.owner == pid)
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in subs {
             if let Some(peer) = self.subscriptions.remove(&id).and_then(|s| s.peer) {
                 out.push(Output::Media(MediaCommand::Close { peer }));
@@ -992,11 +1197,22 @@ impl Portal {
     }
 
     /// The socket closed (transport loss, client close, or after our own `Close`).
-    pub fn disconnected(&mut self, now_ms: u64, conn: &str, shared: &mut dyn Shared) -> Vec<Output> {
+    pub fn disconnected(
+        &mut self,
+        now_ms: u64,
+        conn: &str,
+        shared: &mut dyn Shared,
+    ) -> Vec<Output> {
         let mut out = Vec::new();
-        let Some(c) = self.conns.remove(conn) else { return out };
-        let ConnState::Bound(pid) = c.state else { return out };
-        let Some(l) = self.locals.get_mut(&pid) else { return out };
+        let Some(c) = self.conns.remove(conn) else {
+            return out;
+        };
+        let ConnState::Bound(pid) = c.state else {
+            return out;
+        };
+        let Some(l) = self.locals.get_mut(&pid) else {
+            return out;
+        };
         if l.conn.as_deref() != Some(conn) {
             return out;
         }
@@ -1031,7 +1247,8 @@ impl Portal {
             .locals
             .iter()
             .filter(|(_, l)| {
-                l.lost_ms.is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.reconnection_timeout_ms)
+                l.lost_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.reconnection_timeout_ms)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -1063,16 +1280,26 @@ impl Portal {
                 };
                 self.send_to(&mut out, &owner, &n);
                 for candidate in pending {
-                    out.push(Output::Media(MediaCommand::Candidate { peer: stream.clone(), candidate }));
+                    out.push(Output::Media(MediaCommand::Candidate {
+                        peer: stream.clone(),
+                        candidate,
+                    }));
                 }
             }
             MediaEvent::PublishFailed { stream, reason } => {
                 if let Some(p) = self.publications.remove(&stream) {
-                    let n = Notification::Progress { id: stream, status: ProgressStatus::Error(reason) };
+                    let n = Notification::Progress {
+                        id: stream,
+                        status: ProgressStatus::Error(reason),
+                    };
                     self.send_to(&mut out, &p.owner, &n);
                 }
             }
-            MediaEvent::SubscribeAnswer { subscription, peer, sdp } => {
+            MediaEvent::SubscribeAnswer {
+                subscription,
+                peer,
+                sdp,
+            } => {
                 let Some(s) = self.subscriptions.get_mut(&subscription) else {
                     out.push(Output::Media(MediaCommand::Close { peer }));
                     return out;
@@ -1086,12 +1313,21 @@ impl Portal {
                 };
                 self.send_to(&mut out, &owner, &n);
                 for candidate in pending {
-                    out.push(Output::Media(MediaCommand::Candidate { peer: peer.clone(), candidate }));
+                    out.push(Output::Media(MediaCommand::Candidate {
+                        peer: peer.clone(),
+                        candidate,
+                    }));
                 }
             }
-            MediaEvent::SubscribeFailed { subscription, reason } => {
+            MediaEvent::SubscribeFailed {
+                subscription,
+                reason,
+            } => {
                 if let Some(s) = self.subscriptions.remove(&subscription) {
-                    let n = Notification::Progress { id: subscription, status: ProgressStatus::Error(reason) };
+                    let n = Notification::Progress {
+                        id: subscription,
+                        status: ProgressStatus::Error(reason),
+                    };
                     self.send_to(&mut out, &s.owner, &n);
                 }
             }
@@ -1102,13 +1338,18 @@ impl Portal {
     }
 
     fn publication_ready(&mut self, id: &str, out: &mut Vec<Output>) {
-        let Some(p) = self.publications.get_mut(id) else { return };
+        let Some(p) = self.publications.get_mut(id) else {
+            return;
+        };
         if p.ready_sent {
             return;
         }
         p.ready_sent = true;
         let owner = p.owner.clone();
-        let n = Notification::Progress { id: id.to_owned(), status: ProgressStatus::Ready };
+        let n = Notification::Progress {
+            id: id.to_owned(),
+            status: ProgressStatus::Ready,
+        };
         self.send_to(out, &owner, &n);
     }
 
@@ -1132,13 +1373,18 @@ impl Portal {
             }
             return;
         }
-        let Some(s) = self.subscriptions.get_mut(session) else { return };
+        let Some(s) = self.subscriptions.get_mut(session) else {
+            return;
+        };
         match event {
             rtc::PeerEvent::Connected | rtc::PeerEvent::Ready => {
                 if !s.ready_sent {
                     s.ready_sent = true;
                     let owner = s.owner.clone();
-                    let n = Notification::Progress { id: session.to_owned(), status: ProgressStatus::Ready };
+                    let n = Notification::Progress {
+                        id: session.to_owned(),
+                        status: ProgressStatus::Ready,
+                    };
                     self.send_to(out, &owner, &n);
                 }
             }
@@ -1149,7 +1395,10 @@ impl Portal {
                     } else {
                         reason
                     };
-                    let n = Notification::Progress { id: session.to_owned(), status: ProgressStatus::Error(reason) };
+                    let n = Notification::Progress {
+                        id: session.to_owned(),
+                        status: ProgressStatus::Error(reason),
+                    };
                     self.send_to(out, &s.owner, &n);
                 }
             }
@@ -1160,13 +1409,20 @@ impl Portal {
         match e {
             rtc::SfuEvent::StreamAdded { room, stream } => {
                 self.publication_ready(&stream.id, out);
-                let rids = stream.track(rtc::Kind::Video).map_or(0, |t| t.simulcast_rids.len());
-                self.announced.insert(stream.id.clone(), (stream.audio_paused, stream.video_paused, rids));
+                let rids = stream
+                    .track(rtc::Kind::Video)
+                    .map_or(0, |t| t.simulcast_rids.len());
+                self.announced.insert(
+                    stream.id.clone(),
+                    (stream.audio_paused, stream.video_paused, rids),
+                );
                 let info = self.stream_info(&stream);
                 self.broadcast_stream_add(out, &room, &info);
             }
             rtc::SfuEvent::StreamUpdated { room, stream } => {
-                let rids = stream.track(rtc::Kind::Video).map_or(0, |t| t.simulcast_rids.len());
+                let rids = stream
+                    .track(rtc::Kind::Video)
+                    .map_or(0, |t| t.simulcast_rids.len());
                 let prev = self.announced.insert(
                     stream.id.clone(),
                     (stream.audio_paused, stream.video_paused, rids),
@@ -1185,10 +1441,16 @@ impl Portal {
                 }
                 if r != rids {
                     let info = self.stream_info(&stream);
-                    updates.push((".".to_owned(), serde_json::to_value(info).unwrap_or(Value::Null)));
+                    updates.push((
+                        ".".to_owned(),
+                        serde_json::to_value(info).unwrap_or(Value::Null),
+                    ));
                 }
                 for (field, value) in updates {
-                    let n = Notification::Stream { id: stream.id.clone(), event: StreamEvent::Update { field, value } };
+                    let n = Notification::Stream {
+                        id: stream.id.clone(),
+                        event: StreamEvent::Update { field, value },
+                    };
                     self.broadcast(out, &room, None, &n);
                 }
             }
@@ -1196,14 +1458,18 @@ impl Portal {
                 let was_announced = self.announced.remove(&id).is_some();
                 self.publications.remove(&id);
                 if was_announced && self.notify_streams(&room) {
-                    let n = Notification::Stream { id: id.clone(), event: StreamEvent::Remove };
+                    let n = Notification::Stream {
+                        id: id.clone(),
+                        event: StreamEvent::Remove,
+                    };
                     self.broadcast(out, &room, None, &n);
                 }
                 let fed: Vec<String> = self
                     .subscriptions
                     .iter()
                     .filter(|(_, s)| {
-                        s.audio_from.as_deref() == Some(id.as_str()) || s.video_from.as_deref() == Some(id.as_str())
+                        s.audio_from.as_deref() == Some(id.as_str())
+                            || s.video_from.as_deref() == Some(id.as_str())
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -1227,17 +1493,29 @@ impl Portal {
     /// OWT's StreamInfo for an SFU publication of either front end.
     pub fn stream_info(&self, s: &rtc::StreamInfo) -> StreamInfo {
         let local = self.publications.get(&s.id);
-        let status = |p: bool| if p { TrackStatus::Inactive } else { TrackStatus::Active };
+        let status = |p: bool| {
+            if p {
+                TrackStatus::Inactive
+            } else {
+                TrackStatus::Active
+            }
+        };
         let audio = s.track(rtc::Kind::Audio).map(|t| AudioInfo {
             status: status(s.audio_paused),
-            source: local.and_then(|p| p.source_audio.clone()).unwrap_or_else(|| "mic".into()),
+            source: local
+                .and_then(|p| p.source_audio.clone())
+                .unwrap_or_else(|| "mic".into()),
             format: audio_format(t),
         });
         let video = s.track(rtc::Kind::Video).map(|t| {
             let format = video_format(t);
             let parameters = local.and_then(|p| p.parameters.clone());
             let original = if t.simulcast_rids.is_empty() {
-                vec![VideoOriginal { format, parameters, simulcast_rid: None }]
+                vec![VideoOriginal {
+                    format,
+                    parameters,
+                    simulcast_rid: None,
+                }]
             } else {
                 t.simulcast_rids
                     .iter()
@@ -1251,9 +1529,15 @@ impl Portal {
             };
             VideoInfo {
                 status: status(s.video_paused),
-                source: local.and_then(|p| p.source_video.clone()).unwrap_or_else(|| {
-                    if s.label == "screenshare" { "screen-cast".into() } else { "camera".into() }
-                }),
+                source: local
+                    .and_then(|p| p.source_video.clone())
+                    .unwrap_or_else(|| {
+                        if s.label == "screenshare" {
+                            "screen-cast".into()
+                        } else {
+                            "camera".into()
+                        }
+                    }),
                 original,
             }
         });
@@ -1270,7 +1554,12 @@ impl Portal {
             id: s.id.clone(),
             kind: "forward".into(),
             media: StreamMedia { audio, video },
-            info: ForwardInfo { owner: s.owner.id.clone(), kind: "webrtc".into(), in_views: vec![], attributes },
+            info: ForwardInfo {
+                owner: s.owner.id.clone(),
+                kind: "webrtc".into(),
+                in_views: vec![],
+                attributes,
+            },
         }
     }
 
@@ -1279,27 +1568,34 @@ impl Portal {
 
     /// An event of the shared room. Events caused by OWT participants were already
     /// delivered to OWT clients by the portal itself and are skipped.
-    pub fn room_event(&mut self, room: &str, e: &yard::room::RoomEvent, shared: &mut dyn Shared) -> Vec<Output> {
+    pub fn room_event(
+        &mut self,
+        room: &str,
+        e: &yard::room::RoomEvent,
+        shared: &mut dyn Shared,
+    ) -> Vec<Output> {
         use yard::room::RoomEvent as E;
         let mut out = Vec::new();
         match e {
-            E::ParticipantJoined(p) if p.front_end != yard::room::FrontEnd::Owt && p.front_end.is_person() => {
-                if self.notify_participants(room) {
-                    let n = Notification::Participant(ParticipantAction::Join(ParticipantInfo {
-                        id: p.id.clone(),
-                        user: p.username.clone(),
-                        role: galene_role(p).into(),
-                    }));
-                    self.broadcast(&mut out, room, None, &n);
-                }
+            E::ParticipantJoined(p)
+                if p.front_end != yard::room::FrontEnd::Owt
+                    && p.front_end.is_person()
+                    && self.notify_participants(room) =>
+            {
+                let n = Notification::Participant(ParticipantAction::Join(ParticipantInfo {
+                    id: p.id.clone(),
+                    user: p.username.clone(),
+                    role: galene_role(p).into(),
+                }));
+                self.broadcast(&mut out, room, None, &n);
             }
             E::ParticipantLeft { id, front_end, .. }
-                if *front_end != yard::room::FrontEnd::Owt && front_end.is_person() =>
+                if *front_end != yard::room::FrontEnd::Owt
+                    && front_end.is_person()
+                    && self.notify_participants(room) =>
             {
-                if self.notify_participants(room) {
-                    let n = Notification::Participant(ParticipantAction::Leave(id.clone()));
-                    self.broadcast(&mut out, room, None, &n);
-                }
+                let n = Notification::Participant(ParticipantAction::Leave(id.clone()));
+                self.broadcast(&mut out, room, None, &n);
             }
             E::Chat(m) => {
                 let from = m.from.clone().unwrap_or_default();
@@ -1309,11 +1605,19 @@ impl Portal {
                 let message = Value::String(m.text());
                 match &m.to {
                     None => {
-                        let n = Notification::Text { from, to: "all".into(), message };
+                        let n = Notification::Text {
+                            from,
+                            to: "all".into(),
+                            message,
+                        };
                         self.broadcast(&mut out, room, None, &n);
                     }
                     Some(to) if self.locals.get(to).is_some_and(|l| l.room == room) => {
-                        let n = Notification::Text { from, to: "me".into(), message };
+                        let n = Notification::Text {
+                            from,
+                            to: "me".into(),
+                            message,
+                        };
                         self.send_to(&mut out, &to.clone(), &n);
                     }
                     Some(_) => {}
@@ -1326,7 +1630,10 @@ impl Portal {
                 // Galène moderation: present/unpresent toggles publishing.
                 if let Some(l) = self.locals.get_mut(&p.id) {
                     let can = p.permissions.has(yard::room::Permission::Present);
-                    l.info.permission.publish = AudioVideo { audio: can, video: can };
+                    l.info.permission.publish = AudioVideo {
+                        audio: can,
+                        video: can,
+                    };
                 }
             }
             _ => {}
@@ -1338,7 +1645,11 @@ impl Portal {
     fn drop_participant(&mut self, pid: &str, shared: &mut dyn Shared, out: &mut Vec<Output>) {
         let conn = self.locals.get(pid).and_then(|l| l.conn.clone());
         if let Some(c) = &conn {
-            out.push(Output::Send { conn: c.clone(), event: "drop", data: Value::Null });
+            out.push(Output::Send {
+                conn: c.clone(),
+                event: "drop",
+                data: Value::Null,
+            });
         }
         self.leave(pid, shared, out);
         if let Some(c) = conn {
@@ -1355,19 +1666,34 @@ impl Portal {
             .members(room)
             .into_iter()
             .map(|m| {
-                let perm = self.locals.get(&m.id).map_or(m.permission, |l| l.info.permission);
+                let perm = self
+                    .locals
+                    .get(&m.id)
+                    .map_or(m.permission, |l| l.info.permission);
                 json!({"id": m.id, "user": m.user, "role": m.role, "permission": perm})
             })
             .collect()
     }
 
     /// REST `PATCH …/participants/{id}`: only OWT participants carry OWT permissions.
-    pub fn rest_patch_participant(&mut self, room: &str, id: &str, ops: &Value) -> Result<Value, RestFailure> {
-        let l = self.locals.get_mut(id).filter(|l| l.room == room).ok_or(RestFailure::NotFound)?;
+    pub fn rest_patch_participant(
+        &mut self,
+        room: &str,
+        id: &str,
+        ops: &Value,
+    ) -> Result<Value, RestFailure> {
+        let l = self
+            .locals
+            .get_mut(id)
+            .filter(|l| l.room == room)
+            .ok_or(RestFailure::NotFound)?;
         let ops = ops.as_array().ok_or(RestFailure::BadRequest)?;
         let mut perm = l.info.permission;
         for op in ops {
-            let path = op.get("path").and_then(Value::as_str).ok_or(RestFailure::BadRequest)?;
+            let path = op
+                .get("path")
+                .and_then(Value::as_str)
+                .ok_or(RestFailure::BadRequest)?;
             let value = op.get("value").ok_or(RestFailure::BadRequest)?;
             if op.get("op").and_then(Value::as_str) != Some("replace") {
                 return Err(RestFailure::BadRequest);
@@ -1379,7 +1705,8 @@ impl Portal {
             };
             match path.split('/').nth(3) {
                 None => {
-                    *target = serde_json::from_value(value.clone()).map_err(|_| RestFailure::BadRequest)?
+                    *target = serde_json::from_value(value.clone())
+                        .map_err(|_| RestFailure::BadRequest)?
                 }
                 Some("audio") => target.audio = value.as_bool().ok_or(RestFailure::BadRequest)?,
                 Some("video") => target.video = value.as_bool().ok_or(RestFailure::BadRequest)?,
@@ -1402,11 +1729,19 @@ impl Portal {
             self.drop_participant(id, shared, &mut out);
             return Ok(out);
         }
-        if shared.kick(room, id) { Ok(out) } else { Err(RestFailure::NotFound) }
+        if shared.kick(room, id) {
+            Ok(out)
+        } else {
+            Err(RestFailure::NotFound)
+        }
     }
 
     pub fn rest_streams(&self, room: &str, shared: &dyn Shared) -> Vec<Value> {
-        shared.streams(room).iter().map(|s| serde_json::to_value(self.stream_info(s)).unwrap_or(Value::Null)).collect()
+        shared
+            .streams(room)
+            .iter()
+            .map(|s| serde_json::to_value(self.stream_info(s)).unwrap_or(Value::Null))
+            .collect()
     }
 
     /// REST `PATCH …/streams/{id}`: status changes work, mixing does not.
@@ -1417,7 +1752,11 @@ impl Portal {
         ops: &Value,
         shared: &mut dyn Shared,
     ) -> Result<(Value, Vec<Output>), RestFailure> {
-        let stream = shared.streams(room).into_iter().find(|s| s.id == id).ok_or(RestFailure::NotFound)?;
+        let stream = shared
+            .streams(room)
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or(RestFailure::NotFound)?;
         let ops = ops.as_array().ok_or(RestFailure::BadRequest)?;
         let mut out = Vec::new();
         let mut current = stream.clone();
@@ -1442,18 +1781,28 @@ impl Portal {
         }
         // set_stream_status acks for stream-control; REST has no ack.
         out.retain(|o| !matches!(o, Output::Ack(_)));
-        Ok((serde_json::to_value(self.stream_info(&current)).unwrap_or(Value::Null), out))
+        Ok((
+            serde_json::to_value(self.stream_info(&current)).unwrap_or(Value::Null),
+            out,
+        ))
     }
 
     /// REST `DELETE …/streams/{id}`: like the owner's unpublish, without a progress error.
-    pub fn rest_delete_stream(&mut self, room: &str, id: &str, shared: &dyn Shared) -> Result<Vec<Output>, RestFailure> {
+    pub fn rest_delete_stream(
+        &mut self,
+        room: &str,
+        id: &str,
+        shared: &dyn Shared,
+    ) -> Result<Vec<Output>, RestFailure> {
         let exists = shared.streams(room).iter().any(|s| s.id == id)
             || self.publications.get(id).is_some_and(|p| p.room == room);
         if !exists {
             return Err(RestFailure::NotFound);
         }
         self.publications.remove(id);
-        Ok(vec![Output::Media(MediaCommand::Close { peer: id.to_owned() })])
+        Ok(vec![Output::Media(MediaCommand::Close {
+            peer: id.to_owned(),
+        })])
     }
 
     pub fn rest_participant_count(&self, room: &str) -> usize {
@@ -1476,23 +1825,41 @@ pub enum RestFailure {
 
 /// A Galène member's OWT role: Switchyard's choice, by its permission to present.
 pub fn galene_role(p: &yard::room::Participant) -> &'static str {
-    if p.permissions.has(yard::room::Permission::Present) { "presenter" } else { "viewer" }
+    if p.permissions.has(yard::room::Permission::Present) {
+        "presenter"
+    } else {
+        "viewer"
+    }
 }
 
 /// A Galène member's OWT permission.
 pub fn galene_permission(p: &yard::room::Participant) -> Permission {
     let present = p.permissions.has(yard::room::Permission::Present);
     Permission {
-        publish: AudioVideo { audio: present, video: present },
-        subscribe: AudioVideo { audio: true, video: true },
+        publish: AudioVideo {
+            audio: present,
+            video: present,
+        },
+        subscribe: AudioVideo {
+            audio: true,
+            video: true,
+        },
     }
 }
 
 fn audio_format(t: &rtc::TrackInfo) -> AudioFormat {
     let codec = t.codec.to_ascii_lowercase();
     match codec.as_str() {
-        "opus" => AudioFormat { codec, sample_rate: Some(48000), channel_num: Some(2) },
-        "pcmu" | "pcma" => AudioFormat { codec, sample_rate: None, channel_num: None },
+        "opus" => AudioFormat {
+            codec,
+            sample_rate: Some(48000),
+            channel_num: Some(2),
+        },
+        "pcmu" | "pcma" => AudioFormat {
+            codec,
+            sample_rate: None,
+            channel_num: None,
+        },
         _ => AudioFormat {
             codec,
             sample_rate: Some(t.clock_rate),
@@ -1553,13 +1920,22 @@ mod tests {
             self.members.retain(|(r, m)| !(r == room && m.id == id));
         }
         fn members(&self, room: &str) -> Vec<Member> {
-            self.members.iter().filter(|(r, _)| r == room).map(|(_, m)| m.clone()).collect()
+            self.members
+                .iter()
+                .filter(|(r, _)| r == room)
+                .map(|(_, m)| m.clone())
+                .collect()
         }
         fn streams(&self, room: &str) -> Vec<rtc::StreamInfo> {
-            self.streams.iter().filter(|s| s.room == room).cloned().collect()
+            self.streams
+                .iter()
+                .filter(|s| s.room == room)
+                .cloned()
+                .collect()
         }
         fn chat(&mut self, _room: &str, from: &Member, to: Option<&str>, message: &Value) {
-            self.chats.push((from.id.clone(), to.map(str::to_owned), message.clone()));
+            self.chats
+                .push((from.id.clone(), to.map(str::to_owned), message.clone()));
         }
         fn kick(&mut self, _room: &str, _id: &str) -> bool {
             false
@@ -1593,16 +1969,37 @@ mod tests {
             },
         );
         let ua = UserAgent {
-            sdk: Some(Sdk { kind: Some("JavaScript".into()), version: Some("4.3.1".into()) }),
-            runtime: Some(NameVersion { name: Some("Chrome".into()), version: Some("1".into()) }),
-            os: Some(NameVersion { name: Some("Linux".into()), version: Some("Unknown".into()) }),
+            sdk: Some(Sdk {
+                kind: Some("JavaScript".into()),
+                version: Some("4.3.1".into()),
+            }),
+            runtime: Some(NameVersion {
+                name: Some("Chrome".into()),
+                version: Some("1".into()),
+            }),
+            os: Some(NameVersion {
+                name: Some("Linux".into()),
+                version: Some("Unknown".into()),
+            }),
         };
-        let req = Request::Login(LoginRequest { token, user_agent: Some(ua), protocol: Some("1.1".into()) });
+        let req = Request::Login(LoginRequest {
+            token,
+            user_agent: Some(ua),
+            protocol: Some("1.1".into()),
+        });
         p.handle(now, conn, req, f)
     }
 
     fn acks(out: &[Output]) -> Vec<&Vec<Value>> {
-        out.iter().filter_map(|o| if let Output::Ack(a) = o { Some(a) } else { None }).collect()
+        out.iter()
+            .filter_map(|o| {
+                if let Output::Ack(a) = o {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     #[test]
@@ -1610,14 +2007,25 @@ mod tests {
         let (mut p, mut f) = (portal(), Fake::default());
         login(&mut p, &mut f, "A", "presenter", 0);
         let out = login(&mut p, &mut f, "B", "viewer", 1);
-        let join = out.iter().position(|o| matches!(o, Output::Send { conn, event: "participant", .. } if conn == "A"));
+        let join = out.iter().position(
+            |o| matches!(o, Output::Send { conn, event: "participant", .. } if conn == "A"),
+        );
         let ack = out.iter().position(|o| matches!(o, Output::Ack(_)));
         assert!(join.unwrap() < ack.unwrap());
-        assert!(!out.iter().any(|o| matches!(o, Output::Send { conn, .. } if conn == "B")));
-        let Output::Ack(args) = &out[ack.unwrap()] else { panic!() };
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Send { conn, .. } if conn == "B"))
+        );
+        let Output::Ack(args) = &out[ack.unwrap()] else {
+            panic!()
+        };
         assert_eq!(args[0], "ok");
-        let ids: Vec<&str> =
-            args[1]["room"]["participants"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = args[1]["room"]["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["A", "B"]);
     }
 
@@ -1625,32 +2033,58 @@ mod tests {
     fn publish_is_acked_before_anything_else() {
         let (mut p, mut f) = (portal(), Fake::default());
         login(&mut p, &mut f, "A", "presenter", 0);
-        let req = Request::decode("publish", &json!({"media": {"audio": {"source": "mic"}, "video": false}})).unwrap();
+        let req = Request::decode(
+            "publish",
+            &json!({"media": {"audio": {"source": "mic"}, "video": false}}),
+        )
+        .unwrap();
         let out = p.handle(1, "A", req, &mut f);
         assert_eq!(acks(&out).len(), 1);
-        let Output::Ack(a) = &out[0] else { panic!("ack first") };
+        let Output::Ack(a) = &out[0] else {
+            panic!("ack first")
+        };
         let id = a[1]["id"].as_str().unwrap().to_owned();
         assert!(crate::wire::is_valid_id(&id));
-        let soac = Request::decode("soac", &json!({"id": id, "signaling": {"type": "offer", "sdp": "v=0"}})).unwrap();
+        let soac = Request::decode(
+            "soac",
+            &json!({"id": id, "signaling": {"type": "offer", "sdp": "v=0"}}),
+        )
+        .unwrap();
         let out = p.handle(2, "A", soac, &mut f);
         assert!(matches!(out[0], Output::Ack(_)));
-        assert!(out.iter().any(|o| matches!(o, Output::Media(MediaCommand::Publish { .. }))));
-        let out = p.media(MediaEvent::PublishAnswer { stream: id.clone(), sdp: "answer".into() });
-        assert!(matches!(&out[0], Output::Send { event: "progress", data, .. } if data["data"]["type"] == "answer"));
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Media(MediaCommand::Publish { .. })))
+        );
+        let out = p.media(MediaEvent::PublishAnswer {
+            stream: id.clone(),
+            sdp: "answer".into(),
+        });
+        assert!(
+            matches!(&out[0], Output::Send { event: "progress", data, .. } if data["data"]["type"] == "answer")
+        );
     }
 
     #[test]
     fn text_limit_and_targets() {
         let (mut p, mut f) = (portal(), Fake::default());
         login(&mut p, &mut f, "A", "presenter", 0);
-        let text = |to: &str, m: &str| Request::Text(TextRequest { to: json!(to), message: json!(m) });
+        let text = |to: &str, m: &str| {
+            Request::Text(TextRequest {
+                to: json!(to),
+                message: json!(m),
+            })
+        };
         let out = p.handle(1, "A", text("all", "01234567890"), &mut f);
         assert_eq!(acks(&out)[0][0], "error");
         let out = p.handle(1, "A", text("ghost", "hi"), &mut f);
         assert_eq!(acks(&out)[0][1], "Target participant does NOT exist: ghost");
         let out = p.handle(1, "A", text("all", "hi"), &mut f);
         assert_eq!(acks(&out)[0], &vec![json!("ok")]);
-        assert!(out.iter().any(|o| matches!(o, Output::Send { conn, event: "text", .. } if conn == "A")));
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Send { conn, event: "text", .. } if conn == "A"))
+        );
         assert_eq!(f.chats.len(), 1);
     }
 
@@ -1671,7 +2105,10 @@ mod tests {
         let (mut p, mut f) = (portal(), Fake::default());
         p.connected(0, "X");
         assert!(p.tick(179_999, &mut f).is_empty());
-        assert_eq!(p.tick(180_000, &mut f), vec![Output::Close { conn: "X".into() }]);
+        assert_eq!(
+            p.tick(180_000, &mut f),
+            vec![Output::Close { conn: "X".into() }]
+        );
     }
 
     #[test]

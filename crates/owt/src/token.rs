@@ -33,12 +33,18 @@ pub fn sign(key: &str, message: &str) -> String {
 
 /// Constant-time comparison, so a forger learns nothing from response timing.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Random id of `[0-9a-f]`, `hex_digits` long.
 pub fn random_hex(hex_digits: usize) -> String {
-    (0..hex_digits).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect()
+    (0..hex_digits)
+        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,12 +118,23 @@ impl TokenStore {
     }
 
     /// Check and consume a token: it works once, within [`TOKEN_LIFETIME_MS`].
-    pub fn consume(&mut self, key: &str, token: &str, now_ms: u64) -> Result<TokenRecord, TokenError> {
+    pub fn consume(
+        &mut self,
+        key: &str,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<TokenRecord, TokenError> {
         let t = Token::decode(token)?;
-        if !same(&sign(key, &Token::message(&t.token_id, &t.host)), &t.signature) {
+        if !same(
+            &sign(key, &Token::message(&t.token_id, &t.host)),
+            &t.signature,
+        ) {
             return Err(TokenError::Signature);
         }
-        let record = self.records.remove(&t.token_id).ok_or(TokenError::Unknown)?;
+        let record = self
+            .records
+            .remove(&t.token_id)
+            .ok_or(TokenError::Unknown)?;
         self.purge(now_ms);
         if now_ms.saturating_sub(record.created_ms) > TOKEN_LIFETIME_MS {
             return Err(TokenError::Expired);
@@ -126,7 +143,8 @@ impl TokenStore {
     }
 
     fn purge(&mut self, now_ms: u64) {
-        self.records.retain(|_, r| now_ms.saturating_sub(r.created_ms) <= TOKEN_LIFETIME_MS);
+        self.records
+            .retain(|_, r| now_ms.saturating_sub(r.created_ms) <= TOKEN_LIFETIME_MS);
     }
 
     pub fn len(&self) -> usize {
@@ -186,7 +204,10 @@ impl Ticket {
         if now_ms < t.not_before || now_ms > t.not_after {
             return Err(TicketError::Expired);
         }
-        let expected = sign(key, &Self::message(&t.participant_id, t.not_before, t.not_after));
+        let expected = sign(
+            key,
+            &Self::message(&t.participant_id, t.not_before, t.not_after),
+        );
         if !same(&expected, &t.signature) {
             return Err(TicketError::Signature);
         }
@@ -214,7 +235,10 @@ mod tests {
     fn signature_is_base64_of_hex_hmac() {
         // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog") is a classic vector.
         let hex = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
-        assert_eq!(sign("key", "The quick brown fox jumps over the lazy dog"), B64.encode(hex));
+        assert_eq!(
+            sign("key", "The quick brown fox jumps over the lazy dog"),
+            B64.encode(hex)
+        );
     }
 
     #[test]
@@ -232,7 +256,10 @@ mod tests {
     fn token_expires_after_three_minutes() {
         let mut s = TokenStore::default();
         let t = s.create("k", record(1000));
-        assert_eq!(s.consume("k", &t, 1000 + TOKEN_LIFETIME_MS + 1), Err(TokenError::Expired));
+        assert_eq!(
+            s.consume("k", &t, 1000 + TOKEN_LIFETIME_MS + 1),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -241,7 +268,10 @@ mod tests {
         let t = s.create("k", record(1000));
         let mut decoded = Token::decode(&t).unwrap();
         decoded.host = "evil:1".into();
-        assert_eq!(s.consume("k", &decoded.encode(), 1000), Err(TokenError::Signature));
+        assert_eq!(
+            s.consume("k", &decoded.encode(), 1000),
+            Err(TokenError::Signature)
+        );
         assert_eq!(s.consume("other", &t, 1000), Err(TokenError::Signature));
         assert_eq!(s.consume("k", "%%%", 1000), Err(TokenError::Malformed));
     }
@@ -251,7 +281,10 @@ mod tests {
         // Checklist 8: base64(hex(HMAC-SHA256(key, "participantId,notBefore,notAfter"))).
         let t = Ticket::issue("reconnect-key", "p1", 1_700_000_000_000, TICKET_LIFETIME_MS);
         assert_eq!(t.not_after - t.not_before, 600_000);
-        assert_eq!(t.signature, sign("reconnect-key", "p1,1700000000000,1700000600000"));
+        assert_eq!(
+            t.signature,
+            sign("reconnect-key", "p1,1700000000000,1700000600000")
+        );
         let back = Ticket::verify("reconnect-key", &t.encode(), 1_700_000_000_001).unwrap();
         assert_eq!(back, t);
     }
@@ -259,12 +292,24 @@ mod tests {
     #[test]
     fn ticket_window_and_signature_are_checked() {
         let t = Ticket::issue("k", "p1", 1000, 10);
-        assert_eq!(Ticket::verify("k", &t.encode(), 1011), Err(TicketError::Expired));
-        assert_eq!(Ticket::verify("k", &t.encode(), 999), Err(TicketError::Expired));
+        assert_eq!(
+            Ticket::verify("k", &t.encode(), 1011),
+            Err(TicketError::Expired)
+        );
+        assert_eq!(
+            Ticket::verify("k", &t.encode(), 999),
+            Err(TicketError::Expired)
+        );
         let mut forged = t.clone();
         forged.participant_id = "p2".into();
-        assert_eq!(Ticket::verify("k", &forged.encode(), 1005), Err(TicketError::Signature));
-        assert_eq!(Ticket::verify("k", "notbase64!", 1005), Err(TicketError::Malformed));
+        assert_eq!(
+            Ticket::verify("k", &forged.encode(), 1005),
+            Err(TicketError::Signature)
+        );
+        assert_eq!(
+            Ticket::verify("k", "notbase64!", 1005),
+            Err(TicketError::Malformed)
+        );
     }
 
     proptest! {

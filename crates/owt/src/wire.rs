@@ -89,9 +89,18 @@ impl UserAgent {
     /// The 4.3.x portal insists on all six fields being non-empty strings.
     pub fn is_complete(&self) -> bool {
         let ok = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
-        let sdk = self.sdk.as_ref().is_some_and(|s| ok(&s.kind) && ok(&s.version));
-        let rt = self.runtime.as_ref().is_some_and(|s| ok(&s.name) && ok(&s.version));
-        let os = self.os.as_ref().is_some_and(|s| ok(&s.name) && ok(&s.version));
+        let sdk = self
+            .sdk
+            .as_ref()
+            .is_some_and(|s| ok(&s.kind) && ok(&s.version));
+        let rt = self
+            .runtime
+            .as_ref()
+            .is_some_and(|s| ok(&s.name) && ok(&s.version));
+        let os = self
+            .os
+            .as_ref()
+            .is_some_and(|s| ok(&s.name) && ok(&s.version));
         sdk && rt && os
     }
     /// Reconnection is granted by SDK type, not by the `reconnection` field.
@@ -287,13 +296,18 @@ struct At<'a> {
 
 impl<'a> At<'a> {
     fn root(value: &'a Value) -> Self {
-        At { path: "request".into(), value }
+        At {
+            path: "request".into(),
+            value,
+        }
     }
     fn err(&self, what: &str) -> WireError {
         WireError::Invalid(format!("{} {}", self.path, what))
     }
     fn object(&self) -> Result<&'a Map<String, Value>, WireError> {
-        self.value.as_object().ok_or_else(|| self.err("should be object"))
+        self.value
+            .as_object()
+            .ok_or_else(|| self.err("should be object"))
     }
     fn only(&self, allowed: &[&str]) -> Result<(), WireError> {
         let map = self.object()?;
@@ -303,14 +317,20 @@ impl<'a> At<'a> {
         Ok(())
     }
     fn opt(&self, key: &str) -> Result<Option<At<'a>>, WireError> {
-        Ok(self.object()?.get(key).map(|v| At { path: format!("{}.{}", self.path, key), value: v }))
+        Ok(self.object()?.get(key).map(|v| At {
+            path: format!("{}.{}", self.path, key),
+            value: v,
+        }))
     }
     fn req(&self, key: &str) -> Result<At<'a>, WireError> {
         self.opt(key)?
             .ok_or_else(|| self.err(&format!("should have required property '{key}'")))
     }
     fn string(&self) -> Result<String, WireError> {
-        self.value.as_str().map(str::to_owned).ok_or_else(|| self.err("should be string"))
+        self.value
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.err("should be string"))
     }
     fn one_of(&self, allowed: &[&str]) -> Result<String, WireError> {
         let s = self.string()?;
@@ -329,7 +349,10 @@ impl<'a> At<'a> {
         }
     }
     fn number(&self) -> Result<f64, WireError> {
-        self.value.as_f64().filter(|f| f.is_finite()).ok_or_else(|| self.err("should be number"))
+        self.value
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| self.err("should be number"))
     }
     fn dimension(&self) -> Result<u32, WireError> {
         let n = self.number()?;
@@ -351,7 +374,10 @@ impl<'a> At<'a> {
 
 fn resolution(at: &At<'_>) -> Result<Resolution, WireError> {
     at.only(&["width", "height"])?;
-    Ok(Resolution { width: at.req("width")?.dimension()?, height: at.req("height")?.dimension()? })
+    Ok(Resolution {
+        width: at.req("width")?.dimension()?,
+        height: at.req("height")?.dimension()?,
+    })
 }
 
 fn audio_format(at: &At<'_>) -> Result<AudioFormat, WireError> {
@@ -385,7 +411,9 @@ fn publish(v: &Value) -> Result<PublishRequest, WireError> {
         None => None,
         Some(()) => {
             audio_at.only(&["source"])?;
-            Some(PublishAudio { source: audio_at.req("source")?.one_of(AUDIO_SOURCES)? })
+            Some(PublishAudio {
+                source: audio_at.req("source")?.one_of(AUDIO_SOURCES)?,
+            })
         }
     };
     let video = match video_at.false_or_object()? {
@@ -410,7 +438,10 @@ fn publish(v: &Value) -> Result<PublishRequest, WireError> {
         None => None,
         Some(a) => Some(a.object()?.clone()),
     };
-    Ok(PublishRequest { media: PublishMedia { audio, video }, attributes })
+    Ok(PublishRequest {
+        media: PublishMedia { audio, video },
+        attributes,
+    })
 }
 
 fn subscribe(v: &Value) -> Result<SubscribeRequest, WireError> {
@@ -426,7 +457,10 @@ fn subscribe(v: &Value) -> Result<SubscribeRequest, WireError> {
             audio_at.only(&["from", "format"])?;
             Some(SubscribeAudio {
                 from: audio_at.req("from")?.string()?,
-                format: audio_at.opt("format")?.map(|f| audio_format(&f)).transpose()?,
+                format: audio_at
+                    .opt("format")?
+                    .map(|f| audio_format(&f))
+                    .transpose()?,
             })
         }
     };
@@ -440,13 +474,21 @@ fn subscribe(v: &Value) -> Result<SubscribeRequest, WireError> {
             };
             Some(SubscribeVideo {
                 from: video_at.req("from")?.string()?,
-                format: video_at.opt("format")?.map(|f| video_format(&f)).transpose()?,
+                format: video_at
+                    .opt("format")?
+                    .map(|f| video_format(&f))
+                    .transpose()?,
                 parameters,
-                simulcast_rid: video_at.opt("simulcastRid")?.map(|r| r.string()).transpose()?,
+                simulcast_rid: video_at
+                    .opt("simulcastRid")?
+                    .map(|r| r.string())
+                    .transpose()?,
             })
         }
     };
-    Ok(SubscribeRequest { media: SubscribeMedia { audio, video } })
+    Ok(SubscribeRequest {
+        media: SubscribeMedia { audio, video },
+    })
 }
 
 fn video_parameters(p: &At<'_>) -> Result<SubscribeVideoParameters, WireError> {
@@ -486,8 +528,12 @@ fn soac(v: &Value) -> Result<SoacRequest, WireError> {
     let sig = root.req("signaling")?;
     let kind = sig.req("type")?.string()?;
     let signaling = match kind.as_str() {
-        "offer" => Signaling::Offer { sdp: sig.req("sdp")?.string()? },
-        "answer" => Signaling::Answer { sdp: sig.req("sdp")?.string()? },
+        "offer" => Signaling::Offer {
+            sdp: sig.req("sdp")?.string()?,
+        },
+        "answer" => Signaling::Answer {
+            sdp: sig.req("sdp")?.string()?,
+        },
         "candidate" => {
             let c = sig.req("candidate")?;
             let sdp_m_line_index = match c.opt("sdpMLineIndex")? {
@@ -507,7 +553,10 @@ fn soac(v: &Value) -> Result<SoacRequest, WireError> {
             }
         }
         "removed-candidates" => Signaling::RemovedCandidates {
-            candidates: sig.opt("candidates")?.map(|c| c.value.clone()).unwrap_or(Value::Null),
+            candidates: sig
+                .opt("candidates")?
+                .map(|c| c.value.clone())
+                .unwrap_or(Value::Null),
         },
         _ => return Err(WireError::Invalid("Invalid signaling type".into())),
     };
@@ -538,7 +587,11 @@ fn login(v: &Value) -> Result<LoginRequest, WireError> {
                 .map_err(|_| WireError::Invalid("User agent info is incorrect".into()))?,
         ),
     };
-    Ok(LoginRequest { token, user_agent, protocol })
+    Ok(LoginRequest {
+        token,
+        user_agent,
+        protocol,
+    })
 }
 
 impl Request {
@@ -557,8 +610,14 @@ impl Request {
                 let root = At::root(data);
                 root.object()?;
                 Request::Text(TextRequest {
-                    to: root.opt("to")?.map(|t| t.value.clone()).unwrap_or(Value::Null),
-                    message: root.opt("message")?.map(|m| m.value.clone()).unwrap_or(Value::Null),
+                    to: root
+                        .opt("to")?
+                        .map(|t| t.value.clone())
+                        .unwrap_or(Value::Null),
+                    message: root
+                        .opt("message")?
+                        .map(|m| m.value.clone())
+                        .unwrap_or(Value::Null),
                 })
             }
             "publish" => Request::Publish(publish(data)?),
@@ -644,7 +703,11 @@ impl Ack {
     }
     /// The ack callback's arguments; legacy clients (no `protocol`) expect `success`.
     pub fn args(&self, protocol: ProtocolVersion) -> Vec<Value> {
-        let word = if protocol == ProtocolVersion::Legacy { "success" } else { "ok" };
+        let word = if protocol == ProtocolVersion::Legacy {
+            "success"
+        } else {
+            "ok"
+        };
         match self {
             Ack::Ok(None) => vec![Value::from(word)],
             Ack::Ok(Some(v)) => vec![Value::from(word), v.clone()],
@@ -839,9 +902,19 @@ pub enum ProgressStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
     Participant(ParticipantAction),
-    Stream { id: String, event: StreamEvent },
-    Text { from: String, to: String, message: Value },
-    Progress { id: String, status: ProgressStatus },
+    Stream {
+        id: String,
+        event: StreamEvent,
+    },
+    Text {
+        from: String,
+        to: String,
+        message: Value,
+    },
+    Progress {
+        id: String,
+        status: ProgressStatus,
+    },
     Drop,
 }
 
@@ -864,25 +937,43 @@ impl Notification {
             Notification::Participant(ParticipantAction::Leave(id)) => {
                 json!({"action": "leave", "data": id})
             }
-            Notification::Stream { id, event: StreamEvent::Add(info) } => {
+            Notification::Stream {
+                id,
+                event: StreamEvent::Add(info),
+            } => {
                 json!({"id": id, "status": "add", "data": info})
             }
-            Notification::Stream { id, event: StreamEvent::Remove } => {
+            Notification::Stream {
+                id,
+                event: StreamEvent::Remove,
+            } => {
                 json!({"id": id, "status": "remove"})
             }
-            Notification::Stream { id, event: StreamEvent::Update { field, value } } => {
+            Notification::Stream {
+                id,
+                event: StreamEvent::Update { field, value },
+            } => {
                 json!({"id": id, "status": "update", "data": {"field": field, "value": value}})
             }
             Notification::Text { from, to, message } => {
                 json!({"from": from, "to": to, "message": message})
             }
-            Notification::Progress { id, status: ProgressStatus::Soac(s) } => {
+            Notification::Progress {
+                id,
+                status: ProgressStatus::Soac(s),
+            } => {
                 json!({"id": id, "status": "soac", "data": s})
             }
-            Notification::Progress { id, status: ProgressStatus::Ready } => {
+            Notification::Progress {
+                id,
+                status: ProgressStatus::Ready,
+            } => {
                 json!({"id": id, "status": "ready"})
             }
-            Notification::Progress { id, status: ProgressStatus::Error(e) } => {
+            Notification::Progress {
+                id,
+                status: ProgressStatus::Error(e),
+            } => {
                 json!({"id": id, "status": "error", "data": e})
             }
             Notification::Drop => Value::Null,
@@ -944,7 +1035,9 @@ impl Notification {
 pub fn decode_event_bytes(bytes: &[u8]) -> Result<Request, WireError> {
     let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| WireError::Invalid(format!("request is not JSON: {e}")))?;
-    let arr = v.as_array().ok_or_else(|| WireError::Invalid("request should be array".into()))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| WireError::Invalid("request should be array".into()))?;
     let name = arr
         .first()
         .and_then(Value::as_str)
@@ -963,7 +1056,9 @@ mod tests {
         let e = Request::decode("publish", &json!({"media": {"audio": {"source": "mic"}}}));
         assert_eq!(
             e,
-            Err(WireError::Invalid("request.media should have required property 'video'".into()))
+            Err(WireError::Invalid(
+                "request.media should have required property 'video'".into()
+            ))
         );
     }
 
@@ -978,9 +1073,15 @@ mod tests {
             e.to_string(),
             "request.media.video.source should be equal to one of the allowed values"
         );
-        let e = Request::decode("publish", &json!({"media": {"audio": false, "video": false}, "x": 1}))
-            .unwrap_err();
-        assert_eq!(e.to_string(), "request should NOT have additional properties");
+        let e = Request::decode(
+            "publish",
+            &json!({"media": {"audio": false, "video": false}, "x": 1}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "request should NOT have additional properties"
+        );
     }
 
     #[test]
@@ -995,7 +1096,13 @@ mod tests {
         let Request::Publish(p) = r else { panic!() };
         assert_eq!(p.media.audio.unwrap().source, "mic");
         let v = p.media.video.unwrap();
-        assert_eq!(v.parameters.unwrap().resolution, Some(Resolution { width: 640, height: 480 }));
+        assert_eq!(
+            v.parameters.unwrap().resolution,
+            Some(Resolution {
+                width: 640,
+                height: 480
+            })
+        );
     }
 
     #[test]
@@ -1006,14 +1113,23 @@ mod tests {
                 {"candidate": "a=candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}}}),
         )
         .unwrap();
-        let Request::Soac(SoacRequest { signaling: Signaling::Candidate { candidate }, .. }) = r
+        let Request::Soac(SoacRequest {
+            signaling: Signaling::Candidate { candidate },
+            ..
+        }) = r
         else {
             panic!()
         };
         assert!(candidate.attribute().starts_with("candidate:1 "));
-        let e = Request::decode("soac", &json!({"id": "1", "signaling": {"type": "pranswer"}}));
+        let e = Request::decode(
+            "soac",
+            &json!({"id": "1", "signaling": {"type": "pranswer"}}),
+        );
         assert_eq!(e.unwrap_err().to_string(), "Invalid signaling type");
-        let e = Request::decode("soac", &json!({"id": "a b", "signaling": {"type": "offer"}}));
+        let e = Request::decode(
+            "soac",
+            &json!({"id": "a b", "signaling": {"type": "offer"}}),
+        );
         assert_eq!(e.unwrap_err().to_string(), "Invalid session id");
     }
 
@@ -1029,7 +1145,10 @@ mod tests {
     #[test]
     fn acks_have_the_portal_shape() {
         assert_eq!(Ack::ok().args(ProtocolVersion::V1_1), vec![json!("ok")]);
-        assert_eq!(Ack::ok().args(ProtocolVersion::Legacy), vec![json!("success")]);
+        assert_eq!(
+            Ack::ok().args(ProtocolVersion::Legacy),
+            vec![json!("success")]
+        );
         assert_eq!(
             Ack::error("Illegal request").args(ProtocolVersion::V1_1),
             vec![json!("error"), json!("Illegal request")]
@@ -1040,7 +1159,10 @@ mod tests {
     fn notifications_have_the_sdk_shape() {
         let n = Notification::Participant(ParticipantAction::Leave("abc".into()));
         assert_eq!(n.data(), json!({"action": "leave", "data": "abc"}));
-        let n = Notification::Progress { id: "1".into(), status: ProgressStatus::Ready };
+        let n = Notification::Progress {
+            id: "1".into(),
+            status: ProgressStatus::Ready,
+        };
         assert_eq!(n.data(), json!({"id": "1", "status": "ready"}));
     }
 
@@ -1055,7 +1177,10 @@ mod tests {
                     status: TrackStatus::Active,
                     source: "camera".into(),
                     original: vec![VideoOriginal {
-                        format: VideoFormat { codec: "vp8".into(), profile: None },
+                        format: VideoFormat {
+                            codec: "vp8".into(),
+                            profile: None,
+                        },
                         parameters: None,
                         simulcast_rid: None,
                     }],
@@ -1092,15 +1217,35 @@ mod tests {
     }
 
     fn request() -> impl Strategy<Value = Request> {
-        let ua = (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text())
+        let ua = (
+            opt_text(),
+            opt_text(),
+            opt_text(),
+            opt_text(),
+            opt_text(),
+            opt_text(),
+        )
             .prop_map(|(a, b, c, d, e, f)| UserAgent {
-                sdk: Some(Sdk { kind: a, version: b }),
-                runtime: Some(NameVersion { name: c, version: d }),
-                os: Some(NameVersion { name: e, version: f }),
+                sdk: Some(Sdk {
+                    kind: a,
+                    version: b,
+                }),
+                runtime: Some(NameVersion {
+                    name: c,
+                    version: d,
+                }),
+                os: Some(NameVersion {
+                    name: e,
+                    version: f,
+                }),
             });
         let login = (text(), proptest::option::of(ua), opt_text()).prop_map(
             |(token, user_agent, protocol)| {
-                Request::Login(LoginRequest { token, user_agent, protocol })
+                Request::Login(LoginRequest {
+                    token,
+                    user_agent,
+                    protocol,
+                })
             },
         );
         let publish = (
@@ -1126,17 +1271,22 @@ mod tests {
                             }),
                         }),
                     },
-                    attributes: attrs.map(|m| {
-                        m.into_iter().map(|(k, v)| (k, Value::String(v))).collect()
-                    }),
+                    attributes: attrs
+                        .map(|m| m.into_iter().map(|(k, v)| (k, Value::String(v))).collect()),
                 })
             });
         let subscribe = (
-            proptest::option::of((text(), proptest::option::of((text(), proptest::option::of(0u32..96000))))),
+            proptest::option::of((
+                text(),
+                proptest::option::of((text(), proptest::option::of(0u32..96000))),
+            )),
             proptest::option::of((
                 text(),
                 proptest::option::of((text(), opt_text())),
-                proptest::option::of((proptest::option::of(resolution_s()), proptest::option::of(num()))),
+                proptest::option::of((
+                    proptest::option::of(resolution_s()),
+                    proptest::option::of(num()),
+                )),
                 opt_text(),
             )),
         )
@@ -1172,7 +1322,11 @@ mod tests {
                 text().prop_map(|sdp| Signaling::Answer { sdp }),
                 (text(), opt_text(), proptest::option::of(0u32..8)).prop_map(|(c, m, i)| {
                     Signaling::Candidate {
-                        candidate: Candidate { candidate: c, sdp_mid: m, sdp_m_line_index: i },
+                        candidate: Candidate {
+                            candidate: c,
+                            sdp_mid: m,
+                            sdp_m_line_index: i,
+                        },
                     }
                 }),
             ],
@@ -1218,10 +1372,16 @@ mod tests {
                 ParticipantAction::Join(ParticipantInfo { id, user, role })
             )),
             id().prop_map(|id| Notification::Participant(ParticipantAction::Leave(id))),
-            id().prop_map(|id| Notification::Stream { id, event: StreamEvent::Remove }),
+            id().prop_map(|id| Notification::Stream {
+                id,
+                event: StreamEvent::Remove
+            }),
             (id(), text(), text()).prop_map(|(id, field, v)| Notification::Stream {
                 id,
-                event: StreamEvent::Update { field, value: Value::String(v) }
+                event: StreamEvent::Update {
+                    field,
+                    value: Value::String(v)
+                }
             }),
             (id(), id(), text()).prop_map(|(from, to, m)| Notification::Text {
                 from,
@@ -1232,7 +1392,10 @@ mod tests {
                 id,
                 status: ProgressStatus::Error(e)
             }),
-            id().prop_map(|id| Notification::Progress { id, status: ProgressStatus::Ready }),
+            id().prop_map(|id| Notification::Progress {
+                id,
+                status: ProgressStatus::Ready
+            }),
             Just(Notification::Drop),
         ]
     }
