@@ -8,7 +8,8 @@
 //! * `POST /test/peers/{id}/answer {"sdp"}`, `GET /test/peers/{id}/report`;
 //! * `POST /test/galene/join {room,id,user}`, `/test/galene/leave`, `/test/galene/chat
 //!   {room,from,to?,message}`, `GET /test/galene/history?room=` and
-//!   `POST /test/galene/publish {room,owner}` → `{id}`: a Galène member and its stream in
+//!   `POST /test/galene/publish {room,owner}` → `{id}`, `POST /test/galene/kick {room,id,by}`:
+//!   a Galène member, its stream and its moderation in
 //!   the shared room, without the Galène front end.
 //!
 //! Prints one JSON line `{"port","serviceId","serviceKey"}` on stdout when ready.
@@ -129,6 +130,16 @@ async fn galene_leave(State(st): State<TestState>, Json(b): Json<Value>) -> Json
     Json(json!({"ok": true}))
 }
 
+async fn galene_kick(State(st): State<TestState>, Json(b): Json<Value>) -> Json<Value> {
+    let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let kicked = st
+        .yard
+        .rooms()
+        .get(&s("room"))
+        .is_some_and(|r| r.kick(&s("id"), Some(s("by")), Some(s("by")), "kicked".into()));
+    Json(json!({"ok": kicked}))
+}
+
 async fn galene_chat(State(st): State<TestState>, Json(b): Json<Value>) -> Json<Value> {
     let s = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_owned);
     let room = st
@@ -241,6 +252,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/test/galene/join", post(galene_join))
         .route("/test/galene/leave", post(galene_leave))
         .route("/test/galene/chat", post(galene_chat))
+        .route("/test/galene/kick", post(galene_kick))
         .route("/test/galene/history", get(galene_history))
         .route("/test/galene/publish", post(galene_publish))
         .with_state(test);

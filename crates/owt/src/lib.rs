@@ -1,11 +1,32 @@
 //! The Open WebRTC Toolkit front end: OWT's Client–Portal protocol 1.1 over Socket.IO
-//! (Engine.IO 3 and 4 on the same endpoint) and OWT's management REST API, serving OWT SDK
-//! apps on the same SFU ([`rtc::Sfu`]) and the same rooms ([`yard::room::Rooms`]) as the
-//! Galène front end, so an OWT room and a Galène group of the same name are one conference.
+//! (Engine.IO 3 for socket.io-client 2.x and Engine.IO 4 for 3.x/4.x, on the same endpoint)
+//! and OWT's management REST API, serving OWT SDK apps on the same SFU ([`rtc::Sfu`]) and
+//! the same rooms ([`yard::room::Rooms`]) as the Galène front end, so an OWT room and a
+//! Galène group of the same name are one conference.
 //!
 //! This crate must never speak another front end's protocol, never keep published media
 //! itself (streams live in the SFU, members and chat in the yard's rooms), and never let one
 //! client's bad input (forged token, bad SDP, unknown ids) disturb another session.
+//!
+//! # Entry point
+//!
+//! [`build`]`(config, yard, sfu, shutdown) -> Result<(axum::Router, OwtState), Error>` (call
+//! inside the tokio runtime) returns a router holding `/socket.io/` (with the credentialed
+//! CORS socket.io-client 2 needs) and the REST API under `/v1/…` and `/v1.1/…`, to be merged
+//! into the web router; its background tasks stop with `shutdown`. [`serve`] runs it alone
+//! on a listener. The management service id and key come from [`Config`] or from
+//! `owt-keys.json` in the yard's data folder (generated and printed once); REST-created
+//! rooms are kept in `owt-rooms.json` there.
+//!
+//! # Layout
+//!
+//! * [`wire`]: typed requests, notifications, acks, StreamInfo 1.1 (sans-IO);
+//! * [`token`]: login tokens and reconnection tickets (HMAC-SHA256, single use, expiry);
+//! * [`room`]: OWT room configurations (roles, limits, stored-but-inert options);
+//! * [`session`]: the portal state machine for every connection (sans-IO);
+//! * [`rest`]: MAuth and the management routes;
+//! * [`server`]: socketioxide handlers, the SFU and room plumbing, deadlines.
+
 pub mod rest;
 pub mod room;
 pub mod server;

@@ -328,3 +328,16 @@ test('47: chat crosses between Galène and OWT', async () => {
   assert.deepEqual(await a.req('text', { to: 'g-chat', message: 'private to galène' }), ['ok']);
   a.close();
 });
+
+test('Galène moderation (kick) drops an OWT participant', async () => {
+  const r = await createRoom(srv, 'moderated');
+  const a = await loggedIn(srv, r._id, 'stays');
+  const b = await loggedIn(srv, r._id, 'kicked', 'presenter', 4);
+  await request(srv, 'POST', '/test/galene/join', { room: 'moderated', id: 'g-op', user: 'op' });
+  const k = await request(srv, 'POST', '/test/galene/kick', { room: 'moderated', id: b.id, by: 'g-op' });
+  assert.equal(k.json.ok, true);
+  await b.wait((e) => e.name === 'drop', 5000, 'drop');
+  await b.wait((e) => e.name === 'disconnect', 5000, 'disconnect');
+  await a.wait((e) => e.name === 'participant' && e.data.action === 'leave' && e.data.data === b.id);
+  closeAll(a, b);
+});
