@@ -269,6 +269,12 @@ impl DataStream {
         }
     }
 
+    /// The socket and the service bytes that arrived with the RESULT, for
+    /// callers that read the stream themselves (load generators).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.leftover)
+    }
+
     /// Reads service bytes; 0 at the end of the connection.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
         if !self.leftover.is_empty() {

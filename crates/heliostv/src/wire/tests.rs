@@ -642,6 +642,19 @@ proptest! {
     }
 
     #[test]
+    fn fuzz_body_holds_on_random_input(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fuzz_stream(&bytes);
+    }
+
+    #[test]
+    fn fuzz_body_holds_on_valid_messages((m, _) in arb_message(), split in 1u8..20) {
+        let mut data = vec![split];
+        data.extend(m.to_bytes());
+        data.extend(m.to_bytes());
+        fuzz_stream(&data);
+    }
+
+    #[test]
     fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), chunk in 1usize..64) {
         for origin in [Origin::Client, Origin::Server] {
             let mut d = Decoder::new(Limits { max_message: 256, max_nesting: 4 });
