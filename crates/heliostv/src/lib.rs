@@ -16,6 +16,10 @@
 //!   already-bound listeners (tests use port 0).
 //!
 //! [`Config`] is the `[heliostv]` TOML section.
+//!
+//! For people: [`client::Cli`] (a `clap::Args` with the `list`, `record`
+//! and `sections` subcommands) run by [`client::run`]. For tests and load
+//! generators: [`client::Client`] and [`client::DataStream`].
 
 pub mod client;
 pub mod config;

@@ -1206,3 +1206,47 @@ async fn shutdown_aborts_sessions() {
     r.expect_closed().await;
     read_to_end(&mut data, Duration::from_secs(3)).await;
 }
+
+// A client that sends requests but never reads the answers is closed once
+// the unsent answers pass the control queue limit (§6.4).
+#[tokio::test]
+async fn control_client_not_reading_is_closed() {
+    let srv = start(Config {
+        control_queue_limit: 16 * 1024,
+        ..Config::default()
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4 * 1024).unwrap();
+    let mut s = socket.connect(srv.control).await.unwrap();
+    s.write_all(&hex(
+        "92 01 92 a6 70 6c 61 79 65 72 ac 73 65 72 76 69 63 65 5f 6c 69 73 74",
+    ))
+    .await
+    .unwrap();
+    let mut requests = Vec::new();
+    for i in 0..5000u64 {
+        Message::Services { request: i + 1 }.encode(&mut requests);
+    }
+    // The server may stop reading once it closes; a failed write is fine.
+    let _ = timeout(WAIT, s.write_all(&requests)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("closed in time")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let mut probe = Raw::hello(srv.control, &["service_list"]).await;
+    probe.send(&hex("92 09 01")).await;
+    let one_answer = probe.message().await.to_bytes().len();
+    assert!(
+        got < 5000 * one_answer / 2,
+        "the server queued every answer ({got} bytes)"
+    );
+}
