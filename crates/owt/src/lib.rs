@@ -25,8 +25,10 @@
 //! * [`room`]: OWT room configurations (roles, limits, stored-but-inert options);
 //! * [`session`]: the portal state machine for every connection (sans-IO);
 //! * [`rest`]: MAuth and the management routes;
-//! * [`server`]: socketioxide handlers, the SFU and room plumbing, deadlines.
+//! * [`server`]: socketioxide handlers, the SFU and room plumbing, deadlines;
+//! * [`client`]: client-side EIO4 frames, for load generators and tests.
 
+pub mod client;
 pub mod rest;
 pub mod room;
 pub mod server;

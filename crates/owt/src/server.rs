@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::Sid;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -649,10 +650,17 @@ pub fn build(
         }),
     };
     let st = state.clone();
-    io.ns("/", move |s: SocketRef| {
+    // Handlers are registered in a connect middleware, which runs before the server sends
+    // the namespace connect packet: a client that emits `login` the moment it is connected
+    // (as the SDK does) must find them in place.
+    let register = move |s: SocketRef| {
         let st = st.clone();
-        async move { on_connect(s, st) }
-    });
+        async move {
+            on_connect(s, st);
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    io.ns("/", { async || () }.with(register));
     tokio::spawn(state.clone().run_media(media_rx));
     tokio::spawn(state.clone().run_sfu_events());
     tokio::spawn(state.clone().run_ticker());
