@@ -38,7 +38,7 @@ impl Rights {
     }
 
     /// Rights of two rules that both apply (address ranges overlap).
-    fn union(mut self, other: &Rights) -> Rights {
+    pub fn union(mut self, other: &Rights) -> Rights {
         // An unrestricted grant wins over a tag-restricted one.
         let unrestricted = |r: &Rights| (r.streaming || r.dvr) && r.channel_tags.is_empty();
         let tags = if unrestricted(&self) || unrestricted(other) {

@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub web: WebConfig,
     pub tv: yard::TvConfig,
+    /// Users, passwords and rights for TV (HTSP, HTTP streams, DVR).
+    pub access: yard::access::AccessConfig,
+    pub htsp: htsp::Config,
+    pub heliostv: heliostv::Config,
+    pub movie: movie::Config,
+    /// The WebRTC media plane shared by Galène and OWT.
+    pub rtc: rtc::Config,
+    pub galene: galene::Config,
+    pub owt: owt::Config,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,7 +90,8 @@ impl Config {
     }
 
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 }
 
@@ -98,16 +108,21 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let err = Config::parse("[web]\nplain_http = true\n\n[tv]\nfrobnicate = 1\n", Path::new("my.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "[web]\nplain_http = true\n\n[tv]\nfrobnicate = 1\n",
+            Path::new("my.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("my.toml:5:"), "{err}");
         assert!(err.contains("frobnicate"), "{err}");
     }
 
     #[test]
     fn bad_value_names_line() {
-        let err = Config::parse("[web]\nlisten = \"nowhere\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        let err = Config::parse("[web]\nlisten = \"nowhere\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("c.toml:2:"), "{err}");
     }
 

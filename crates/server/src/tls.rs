@@ -12,7 +12,11 @@ pub struct CertFiles {
     pub generated: bool,
 }
 
-pub fn ensure_cert(data_dir: &Path, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<CertFiles> {
+pub fn ensure_cert(
+    data_dir: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<CertFiles> {
     if let (Some(c), Some(k)) = (cert, key) {
         return Ok(CertFiles {
             cert: c.to_path_buf(),
@@ -32,15 +36,21 @@ pub fn ensure_cert(data_dir: &Path, cert: Option<&Path>, key: Option<&Path>) -> 
             generated: false,
         });
     }
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let h = h.trim();
         if !h.is_empty() {
             names.push(h.to_string());
         }
     }
-    let generated = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
-    std::fs::write(&cert, generated.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    let generated = rcgen::generate_simple_self_signed(names)
+        .context("generating a self-signed certificate")?;
+    std::fs::write(&cert, generated.cert.pem())
+        .with_context(|| format!("writing {}", cert.display()))?;
     write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
     Ok(CertFiles {
         cert,
@@ -58,7 +68,9 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(data)?;
     Ok(())
 }

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use yard::access::Rights;
 use yard::{ReaderEvent, ReaderOptions, Yard};
 
 #[derive(Clone)]
@@ -20,6 +23,9 @@ pub struct WebState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub public_url: Option<String>,
     pub scheme: &'static str,
+    /// HTSP's tickets and recordings, for `/dvrfile` and ticketed streams.
+    pub htsp: htsp::HtspContext,
+    pub access: Arc<yard::access::Access>,
 }
 
 pub fn router(state: WebState) -> Router {
@@ -28,6 +34,8 @@ pub fn router(state: WebState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/stream/channel/{id}", get(stream_by_id))
+        .route("/stream/channelid/{id}", get(stream_by_id))
+        .route("/dvrfile/{id}", get(dvr_file))
         .route("/stream/channelnumber/{n}", get(stream_by_number))
         .route("/stream/channelname/{name}", get(stream_by_name))
         .route("/playlist", get(playlist))
@@ -46,23 +54,168 @@ fn not_found(what: String) -> Response {
     (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
 }
 
-async fn stream_by_id(State(s): St, Path(id): Path<u32>) -> Response {
-    stream(&s, s.yard.channel(id).map(|c| c.id), || format!("no channel with id {id}"))
+#[derive(Deserialize, Default)]
+struct TicketQuery {
+    ticket: Option<String>,
 }
 
-async fn stream_by_number(State(s): St, Path(n): Path<u32>) -> Response {
-    stream(&s, s.yard.channel_by_number(n).map(|c| c.id), || format!("no channel with number {n}"))
+/// Who is asking: a valid ticket for this path, else HTTP Basic credentials,
+/// else what the source address is granted (anonymous, or by network).
+fn rights(
+    s: &WebState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ticket: Option<&str>,
+) -> Rights {
+    if let Some(r) = ticket.and_then(|t| s.htsp.check_ticket(t, uri.path())) {
+        return r;
+    }
+    let by_address = s.access.for_address(peer.ip());
+    if let Some((user, pass)) = basic_auth(headers)
+        && let Some(r) = s.access.verify(&user, |stored| stored == pass)
+    {
+        return r.union(&by_address);
+    }
+    by_address
 }
 
-async fn stream_by_name(State(s): St, Path(name): Path<String>) -> Response {
-    stream(&s, s.yard.channel_by_name(&name).map(|c| c.id), || format!("no channel named {name:?}"))
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn unauthorized(why: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"Switchyard\"")],
+        format!("{why}\n"),
+    )
+        .into_response()
+}
+
+struct Asker {
+    rights: Rights,
+}
+
+async fn stream_by_id(
+    State(s): St,
+    Path(id): Path<u32>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<TicketQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let who = Asker {
+        rights: rights(&s, peer, &headers, &uri, q.ticket.as_deref()),
+    };
+    stream(&s, &who, s.yard.channel(id), || {
+        format!("no channel with id {id}")
+    })
+}
+
+async fn stream_by_number(
+    State(s): St,
+    Path(n): Path<u32>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<TicketQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let who = Asker {
+        rights: rights(&s, peer, &headers, &uri, q.ticket.as_deref()),
+    };
+    stream(&s, &who, s.yard.channel_by_number(n), || {
+        format!("no channel with number {n}")
+    })
+}
+
+async fn stream_by_name(
+    State(s): St,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<TicketQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let who = Asker {
+        rights: rights(&s, peer, &headers, &uri, q.ticket.as_deref()),
+    };
+    stream(&s, &who, s.yard.channel_by_name(&name), || {
+        format!("no channel named {name:?}")
+    })
+}
+
+/// A recording, with byte ranges so players can seek.
+async fn dvr_file(
+    State(s): St,
+    Path(id): Path<u32>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<TicketQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+    req: axum::extract::Request,
+) -> Response {
+    use tower::ServiceExt;
+    let who = rights(&s, peer, &headers, &uri, q.ticket.as_deref());
+    match s.htsp.dvr_file(id, &who) {
+        Ok(path) => match tower_http::services::ServeFile::new(&path)
+            .oneshot(req)
+            .await
+        {
+            Ok(r) => {
+                let mut r = r.into_response();
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+                r
+            }
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        },
+        Err(htsp::DvrFileError::Forbidden) if who.username.is_none() => {
+            unauthorized("this recording needs a login")
+        }
+        Err(htsp::DvrFileError::Forbidden) => {
+            (StatusCode::FORBIDDEN, "no access to this recording\n").into_response()
+        }
+        Err(e) => not_found(format!("recording {id}: {e}")),
+    }
 }
 
 /// A channel as an endless single-programme TS.
-fn stream(s: &WebState, id: Option<u32>, missing: impl FnOnce() -> String) -> Response {
-    let Some(id) = id else {
+fn stream(
+    s: &WebState,
+    who: &Asker,
+    channel: Option<Arc<yard::ChannelInfo>>,
+    missing: impl FnOnce() -> String,
+) -> Response {
+    let Some(channel) = channel else {
         return not_found(missing());
     };
+    if !who.rights.streaming {
+        return unauthorized("streaming needs a login");
+    }
+    let tag_names: Vec<String> = channel
+        .tags
+        .iter()
+        .filter_map(|t| s.yard.tag(*t))
+        .map(|t| t.name.clone())
+        .collect();
+    if !who
+        .rights
+        .may_see_channel(tag_names.iter().map(String::as_str))
+    {
+        return not_found(missing());
+    }
+    let id = channel.id;
     let opts = ReaderOptions::ts("http").with_max_bytes(s.yard.reader_max_bytes());
     let reader = match s.yard.subscribe(id, opts) {
         Ok(r) => r,
@@ -93,7 +246,10 @@ fn base_url(s: &WebState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
         .unwrap_or("localhost");
     format!("{}://{host}", s.scheme)
 }
@@ -125,8 +281,10 @@ async fn playlist(State(s): St, headers: HeaderMap) -> Response {
         })
         .collect();
     let mut resp = media::m3u::write_m3u(&[], &entries).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/x-mpegurl"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("audio/x-mpegurl"),
+    );
     resp
 }
 
@@ -135,7 +293,10 @@ async fn xmltv(State(s): St) -> Response {
     let mut channels = Vec::new();
     let mut programmes = Vec::new();
     for c in s.yard.channels() {
-        let cid = c.epg_id.clone().unwrap_or_else(|| format!("{}.switchyard", c.id));
+        let cid = c
+            .epg_id
+            .clone()
+            .unwrap_or_else(|| format!("{}.switchyard", c.id));
         channels.push(media::xmltv::XmltvChannel {
             id: cid.clone(),
             display_names: vec![c.name.clone()],
@@ -160,8 +321,10 @@ async fn xmltv(State(s): St) -> Response {
         }
     }
     let mut resp = media::xmltv::write_xmltv("Switchyard", &channels, &programmes).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
     resp
 }
 
@@ -193,7 +356,12 @@ async fn api_channels(State(s): St) -> Response {
                 number: c.number,
                 name: c.name.clone(),
                 icon: c.icon.clone(),
-                tags: c.tags.iter().filter_map(|t| s.yard.tag(*t)).map(|t| t.name.clone()).collect(),
+                tags: c
+                    .tags
+                    .iter()
+                    .filter_map(|t| s.yard.tag(*t))
+                    .map(|t| t.name.clone())
+                    .collect(),
                 epg_id: c.epg_id.clone(),
                 service_name: c.service_name.clone(),
                 uuid: c.uuid.clone(),
@@ -222,11 +390,16 @@ async fn api_epg(State(s): St, Query(q): Query<EpgQuery>) -> Response {
     let from = q.from.unwrap_or(now);
     let to = q.to.unwrap_or(from + 24 * 3600);
     let ids: Vec<u32> = match q.channel {
-        Some(c) if s.yard.channel(c).is_none() => return not_found(format!("no channel with id {c}")),
+        Some(c) if s.yard.channel(c).is_none() => {
+            return not_found(format!("no channel with id {c}"));
+        }
         Some(c) => vec![c],
         None => s.yard.channels().iter().map(|c| c.id).collect(),
     };
-    let events: Vec<_> = ids.iter().flat_map(|c| s.yard.epg_events(*c, from, to)).collect();
+    let events: Vec<_> = ids
+        .iter()
+        .flat_map(|c| s.yard.epg_events(*c, from, to))
+        .collect();
     axum::Json(events).into_response()
 }
 
