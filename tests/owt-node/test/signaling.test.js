@@ -341,3 +341,13 @@ test('Galène moderation (kick) drops an OWT participant', async () => {
   await a.wait((e) => e.name === 'participant' && e.data.action === 'leave' && e.data.data === b.id);
   closeAll(a, b);
 });
+
+test('WebSocket-only (EIO3) and polling-only (EIO4) clients log in', async () => {
+  const a = new Client(srv, 2, { transports: ['websocket'] });
+  assert.equal((await a.login(await token(srv, room._id, 'ws-only')))[0], 'ok');
+  const b = new Client(srv, 4, { transports: ['polling'] });
+  assert.equal((await b.login(await token(srv, room._id, 'poll-only')))[0], 'ok');
+  assert.deepEqual(await b.req('text', { to: 'all', message: '✓ polling' }), ['ok']);
+  await a.wait((e) => e.name === 'text' && e.data.message === '✓ polling');
+  closeAll(a, b);
+});
