@@ -351,3 +351,17 @@ test('WebSocket-only (EIO3) and polling-only (EIO4) clients log in', async () =>
   await a.wait((e) => e.name === 'text' && e.data.message === '✓ polling');
   closeAll(a, b);
 });
+
+test('a bad SDP offer ends that publication with a progress error, nobody else notices', async () => {
+  const a = await loggedIn(srv, room._id, 'bad-sdp');
+  const b = await loggedIn(srv, room._id, 'bystander', 'viewer', 4);
+  const [s, r] = await a.req('publish', { media: { audio: { source: 'mic' }, video: false } });
+  assert.equal(s, 'ok');
+  assert.deepEqual(await a.req('soac', { id: r.id, signaling: { type: 'offer', sdp: 'this is not SDP' } }), ['ok']);
+  const err = await a.wait((e) => e.name === 'progress' && e.data.id === r.id && e.data.status === 'error');
+  assert.equal(typeof err.data.data, 'string');
+  assert.deepEqual(await a.req('soac', { id: r.id, signaling: { type: 'offer', sdp: 'v=0' } }), ['error', `Session ${r.id} does NOT exist`]);
+  assert.deepEqual(await b.req('text', { to: 'all', message: 'fine' }), ['ok']);
+  assert.ok(!b.events.some((e) => e.name === 'stream' || e.name === 'progress'));
+  closeAll(a, b);
+});
