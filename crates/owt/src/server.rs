@@ -578,6 +578,8 @@ fn on_connect(socket: SocketRef, state: OwtState) {
 
 fn handle_event(state: &OwtState, s: &SocketRef, event: &str, data: &Value, ack: AckSender) {
     let conn = s.id.to_string();
+    let span = tracing::info_span!("owt", conn = %conn, event);
+    let _entered = span.enter();
     metrics::counter!("switchyard_owt_requests_total", "event" => event.to_owned()).increment(1);
     let req = match Request::decode(event, data) {
         Ok(r) => r,
