@@ -14,8 +14,8 @@ pub mod config;
 pub mod demo;
 pub mod dvr;
 pub mod fanout;
-pub mod input;
 pub mod guide;
+pub mod input;
 mod pipeline;
 pub mod room;
 pub mod store;
@@ -76,7 +76,11 @@ pub struct Yard {
 impl Yard {
     /// An empty yard. Channels are added with [`Yard::add_input`] (or
     /// [`Yard::load`], which reads a whole [`TvConfig`]).
-    pub fn new(data_dir: impl Into<PathBuf>, policy: SourcePolicy, shutdown: CancellationToken) -> Result<Yard, YardError> {
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        policy: SourcePolicy,
+        shutdown: CancellationToken,
+    ) -> Result<Yard, YardError> {
         let data_dir = data_dir.into();
         std::fs::create_dir_all(&data_dir).map_err(|source| YardError::DataDir {
             path: data_dir.clone(),
@@ -123,7 +127,11 @@ impl Yard {
                 name: d.name.to_string(),
                 data: bytes::Bytes::from_static(d.ts),
             };
-            let tags = d.tags.iter().map(|t| self.inner.catalog.tag_id(t)).collect();
+            let tags = d
+                .tags
+                .iter()
+                .map(|t| self.inner.catalog.tag_id(t))
+                .collect();
             let id = self.add_channel(
                 input_source(input),
                 ProgramSelector::First,
@@ -136,18 +144,25 @@ impl Yard {
                     uuid_seed: format!("demo:{}", d.name),
                 },
             );
-            self.inner.catalog.set_schedule(id, demo::schedule(now, i * 2));
+            self.inner
+                .catalog
+                .set_schedule(id, demo::schedule(now, i * 2));
         }
     }
 
-    pub(crate) fn add_channel(&self, source: Arc<Source>, selector: ProgramSelector, spec: ChannelSpec) -> u32 {
+    pub(crate) fn add_channel(
+        &self,
+        source: Arc<Source>,
+        selector: ProgramSelector,
+        spec: ChannelSpec,
+    ) -> u32 {
         let hub = source.add_output(selector);
         let weak = Arc::downgrade(&self.inner);
         let mut channels = self.inner.channels.write();
         let id = channels.keys().next_back().map_or(1, |k| k + 1);
-        let number = spec.number.unwrap_or_else(|| {
-            channels.values().map(|c| c.info.number).max().unwrap_or(0) + 1
-        });
+        let number = spec
+            .number
+            .unwrap_or_else(|| channels.values().map(|c| c.info.number).max().unwrap_or(0) + 1);
         let info = Arc::new(ChannelInfo {
             id,
             number,
@@ -168,7 +183,13 @@ impl Yard {
                 (Yard { inner }).note_service(id, p.service_name.clone(), p.provider_name.clone());
             }
         }));
-        channels.insert(id, ChannelRuntime { info: info.clone(), hub });
+        channels.insert(
+            id,
+            ChannelRuntime {
+                info: info.clone(),
+                hub,
+            },
+        );
         drop(channels);
         self.inner.catalog.upsert_channel((*info).clone());
         if source.outputs.lock().len() == 1 {
@@ -207,7 +228,11 @@ impl Yard {
     pub fn epg_event(&self, event_id: u32) -> Option<Arc<EpgEvent>> {
         self.inner.catalog.event(event_id)
     }
-    pub fn epg_now_next(&self, channel_id: u32, now: i64) -> (Option<Arc<EpgEvent>>, Option<Arc<EpgEvent>>) {
+    pub fn epg_now_next(
+        &self,
+        channel_id: u32,
+        now: i64,
+    ) -> (Option<Arc<EpgEvent>>, Option<Arc<EpgEvent>>) {
         let mut it = self.epg_events(channel_id, now, i64::MAX).into_iter();
         let first = it.next();
         match first {
@@ -230,9 +255,21 @@ impl Yard {
             return Err(YardError::ShuttingDown);
         }
         let channels = self.inner.channels.read();
-        let rt = channels.get(&channel_id).ok_or(YardError::NoSuchChannel(channel_id))?;
-        let info = self.inner.catalog.channel(channel_id).unwrap_or_else(|| rt.info.clone());
+        let rt = channels
+            .get(&channel_id)
+            .ok_or(YardError::NoSuchChannel(channel_id))?;
+        let info = self
+            .inner
+            .catalog
+            .channel(channel_id)
+            .unwrap_or_else(|| rt.info.clone());
         Ok(rt.hub.add_reader(info, opts))
+    }
+
+    /// The channel's programme (tracks and codec parameters) as last seen,
+    /// without subscribing; `None` until its source has run once.
+    pub fn program(&self, channel_id: u32) -> Option<Arc<media::Program>> {
+        self.inner.channels.read().get(&channel_id).and_then(|rt| rt.hub.program())
     }
 
     /// The queue bound front ends should use unless they have a reason not to.
@@ -261,7 +298,12 @@ impl Yard {
     }
 
     /// Learned from the stream: the service and provider names of a channel.
-    pub(crate) fn note_service(&self, channel_id: u32, service: Option<String>, provider: Option<String>) {
+    pub(crate) fn note_service(
+        &self,
+        channel_id: u32,
+        service: Option<String>,
+        provider: Option<String>,
+    ) {
         let Some(cur) = self.inner.catalog.channel(channel_id) else {
             return;
         };

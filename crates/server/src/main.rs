@@ -334,7 +334,20 @@ async fn serve(config: Config, data: PathBuf) -> anyhow::Result<()> {
         });
     }
 
-    // Conferences: one SFU for Galène and OWT, rooms in the yard.
+    // Conferences: one SFU for Galène and OWT, rooms in the yard. Empty
+    // rooms are forgotten once their history expires.
+    {
+        let (y, stop) = (yard.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => y.rooms().sweep(std::time::SystemTime::now()),
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        });
+    }
     let mut app = web::router(web::WebState {
         yard: yard.clone(),
         metrics,
@@ -452,6 +465,7 @@ fn print_banner(yard: &yard::Yard, scheme: &str, web: SocketAddr, listening: &[(
         println!("  {what:<10} {url}");
     }
     println!("  {:<10} {scheme}://{host}/group/lobby/", "meeting");
+    println!("Movie:      {} ({} KiB, embedded)", yard::demo::MOVIE_NAME, yard::demo::MOVIE.len() / 1024);
     println!("Channels:");
     for c in yard.channels() {
         println!(
