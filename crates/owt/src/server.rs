@@ -112,11 +112,7 @@ fn member_of(p: &yard::room::Participant) -> Member {
     Member {
         id: p.id.clone(),
         user: p.username.clone(),
-        role: p
-            .status
-            .get("owtRole")
-            .and_then(Value::as_str)
-            .map_or_else(|| crate::session::galene_role(p).to_owned(), str::to_owned),
+        role: crate::session::galene_role(p).to_owned(),
         permission: crate::session::galene_permission(p),
     }
 }
@@ -133,8 +129,6 @@ impl Shared for YardShared<'_> {
             p.permissions.insert(yard::room::Permission::Present);
         }
         p.permissions.insert(yard::room::Permission::Message);
-        p.status
-            .insert("owtRole".into(), Value::from(who.role.as_str()));
         let rules = yard::room::JoinRules {
             exempt: false,
             max_participants: limit,

@@ -505,8 +505,8 @@ impl Portal {
             .iter()
             .map(|s| self.stream_info(s).to_wire(protocol))
             .collect();
-        let participants = shared
-            .members(&config.name)
+        let participants = self
+            .members(&config.name, shared)
             .into_iter()
             .map(|m| ParticipantInfo {
                 id: m.id,
@@ -1662,16 +1662,21 @@ impl Portal {
 
     /// Participants of a room (both front ends) with permissions, REST form.
     pub fn rest_participants(&self, room: &str, shared: &dyn Shared) -> Vec<Value> {
+        self.members(room, shared)
+            .into_iter()
+            .map(
+                |m| json!({"id": m.id, "user": m.user, "role": m.role, "permission": m.permission}),
+            )
+            .collect()
+    }
+
+    /// Members of the shared room; OWT participants with their OWT role and permission,
+    /// which the neutral room does not carry.
+    fn members(&self, room: &str, shared: &dyn Shared) -> Vec<Member> {
         shared
             .members(room)
             .into_iter()
-            .map(|m| {
-                let perm = self
-                    .locals
-                    .get(&m.id)
-                    .map_or(m.permission, |l| l.info.permission);
-                json!({"id": m.id, "user": m.user, "role": m.role, "permission": perm})
-            })
+            .map(|m| self.locals.get(&m.id).map_or(m, |l| l.info.clone()))
             .collect()
     }
 
