@@ -44,7 +44,11 @@ impl Source {
     }
 
     fn readers(&self) -> usize {
-        self.outputs.lock().iter().map(|(_, h)| h.reader_count()).sum()
+        self.outputs
+            .lock()
+            .iter()
+            .map(|(_, h)| h.reader_count())
+            .sum()
     }
 
     fn hubs(&self) -> Vec<Arc<Hub>> {
@@ -72,7 +76,11 @@ impl Default for SourcePolicy {
 }
 
 /// The control loop of one source; runs until `shutdown`.
-pub(crate) async fn run_source(source: Arc<Source>, policy: SourcePolicy, shutdown: CancellationToken) {
+pub(crate) async fn run_source(
+    source: Arc<Source>,
+    policy: SourcePolicy,
+    shutdown: CancellationToken,
+) {
     let label = source.input.describe();
     loop {
         // Idle: wait for a reader.
@@ -123,7 +131,12 @@ pub(crate) async fn run_source(source: Arc<Source>, policy: SourcePolicy, shutdo
             };
             let (result, got_data) = match joined {
                 Ok(r) => r,
-                Err(e) => (Err(crate::input::InputError::Io(std::io::Error::other(e.to_string()))), false),
+                Err(e) => (
+                    Err(crate::input::InputError::Io(std::io::Error::other(
+                        e.to_string(),
+                    ))),
+                    false,
+                ),
             };
             if got_data {
                 backoff = policy.backoff_min;

@@ -85,7 +85,12 @@ pub struct InputConfig {
 
 impl InputConfig {
     fn is_playlist(&self) -> bool {
-        let path = self.url.split(['?', '#']).next().unwrap_or("").to_ascii_lowercase();
+        let path = self
+            .url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         self.playlist || path.ends_with(".m3u") || path.ends_with(".m3u8")
     }
 }
@@ -97,7 +102,10 @@ pub(crate) async fn fetch_text(location: &str) -> Result<Vec<u8>, String> {
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));
         }
-        resp.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string())
+        resp.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
     } else {
         let path = location.strip_prefix("file://").unwrap_or(location);
         tokio::fs::read(path).await.map_err(|e| e.to_string())
@@ -146,7 +154,11 @@ fn load_playlist(yard: &Yard, ic: &InputConfig, text: &[u8]) -> Vec<String> {
                 continue;
             }
         };
-        let mut tags: Vec<u32> = ic.tags.iter().map(|t| yard.inner.catalog.tag_id(t)).collect();
+        let mut tags: Vec<u32> = ic
+            .tags
+            .iter()
+            .map(|t| yard.inner.catalog.tag_id(t))
+            .collect();
         if let Some(g) = entry.group_title.as_deref().filter(|g| !g.is_empty()) {
             for g in g.split(';') {
                 tags.push(yard.inner.catalog.tag_id(g.trim()));
@@ -163,7 +175,10 @@ fn load_playlist(yard: &Yard, ic: &InputConfig, text: &[u8]) -> Vec<String> {
             ProgramSelector::First,
             ChannelSpec {
                 name,
-                number: entry.tvg_chno.as_deref().and_then(|n| n.trim().parse().ok()),
+                number: entry
+                    .tvg_chno
+                    .as_deref()
+                    .and_then(|n| n.trim().parse().ok()),
                 icon: entry.tvg_logo.clone(),
                 tags,
                 epg_id: entry.tvg_id.clone(),
@@ -175,7 +190,11 @@ fn load_playlist(yard: &Yard, ic: &InputConfig, text: &[u8]) -> Vec<String> {
 }
 
 async fn add_input(yard: &Yard, ic: &InputConfig, input: Input) -> Result<(), String> {
-    let tags: Vec<u32> = ic.tags.iter().map(|t| yard.inner.catalog.tag_id(t)).collect();
+    let tags: Vec<u32> = ic
+        .tags
+        .iter()
+        .map(|t| yard.inner.catalog.tag_id(t))
+        .collect();
     let spec = |name: String, number: Option<u32>, seed: String| ChannelSpec {
         name,
         number,
@@ -193,7 +212,11 @@ async fn add_input(yard: &Yard, ic: &InputConfig, input: Input) -> Result<(), St
     let source = input_source(input.clone());
     match programs {
         Some(sel) => {
-            yard.add_channel(source, sel, spec(default_name, ic.number, format!("{}#{sel:?}", ic.url)));
+            yard.add_channel(
+                source,
+                sel,
+                spec(default_name, ic.number, format!("{}#{sel:?}", ic.url)),
+            );
         }
         None => {
             let found = crate::pipeline::probe(&input)

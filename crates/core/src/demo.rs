@@ -39,11 +39,31 @@ pub fn movie() -> Bytes {
 }
 
 const SHOWS: &[(&str, &str, &str)] = &[
-    ("Morning Bars", "Colour bars, carefully aligned.", "Documentary"),
-    ("The Test Card Hour", "A classic of the genre.", "Entertainment"),
-    ("Tone at 440 Hz", "An A, held for a whole half hour.", "Music"),
-    ("Switchyard News", "What happened on the yard today.", "News"),
-    ("Loops and Loops", "Eight seconds, again and again.", "Series"),
+    (
+        "Morning Bars",
+        "Colour bars, carefully aligned.",
+        "Documentary",
+    ),
+    (
+        "The Test Card Hour",
+        "A classic of the genre.",
+        "Entertainment",
+    ),
+    (
+        "Tone at 440 Hz",
+        "An A, held for a whole half hour.",
+        "Music",
+    ),
+    (
+        "Switchyard News",
+        "What happened on the yard today.",
+        "News",
+    ),
+    (
+        "Loops and Loops",
+        "Eight seconds, again and again.",
+        "Series",
+    ),
     ("Late Night Noise", "For the insomniac viewer.", "Movie"),
 ];
 

@@ -90,7 +90,9 @@ pub enum ReaderEvent {
     /// (and the first after a drop) starts with PAT, PMT and a video keyframe.
     Ts(Bytes),
     /// The input failed; the yard retries and the reader stays subscribed.
-    SourceLost { reason: String },
+    SourceLost {
+        reason: String,
+    },
     SourceResumed,
     /// `DropPolicy::Recorder` only: the queue overflowed; `recv` returns `None` next.
     Overflow,
@@ -187,9 +189,11 @@ impl ReaderSlot {
             return false;
         }
         let (ev, kind, starts_key) = match (unit, self.opts.kind) {
-            (Unit::Frame(f), ReaderKind::Frames) => {
-                (ReaderEvent::Frame(f.clone()), Some(f.kind), f.kind == FrameKind::Key)
-            }
+            (Unit::Frame(f), ReaderKind::Frames) => (
+                ReaderEvent::Frame(f.clone()),
+                Some(f.kind),
+                f.kind == FrameKind::Key,
+            ),
             (Unit::Ts { data, starts_key }, ReaderKind::Ts) => {
                 (ReaderEvent::Ts(data.clone()), None, *starts_key)
             }
@@ -275,7 +279,11 @@ fn make_room(q: &mut Queue, max: usize, incoming: usize) {
     let stages: &[&[FrameKind]] = &[
         &[FrameKind::Bidirectional],
         &[FrameKind::Predicted],
-        &[FrameKind::Key, FrameKind::Predicted, FrameKind::Bidirectional],
+        &[
+            FrameKind::Key,
+            FrameKind::Predicted,
+            FrameKind::Bidirectional,
+        ],
     ];
     for (stage, kinds) in stages.iter().enumerate() {
         if fits(q) {
@@ -363,7 +371,11 @@ impl Hub {
         self.reader_count.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn add_reader(self: &Arc<Self>, channel: Arc<ChannelInfo>, opts: ReaderOptions) -> Reader {
+    pub(crate) fn add_reader(
+        self: &Arc<Self>,
+        channel: Arc<ChannelInfo>,
+        opts: ReaderOptions,
+    ) -> Reader {
         let slot = Arc::new(ReaderSlot::new(
             self.next_id.fetch_add(1, Ordering::Relaxed),
             opts,
@@ -388,7 +400,8 @@ impl Hub {
             slot.close();
         }
         inner.readers.push(slot.clone());
-        self.reader_count.store(inner.readers.len(), Ordering::Relaxed);
+        self.reader_count
+            .store(inner.readers.len(), Ordering::Relaxed);
         drop(inner);
         self.readers_changed.notify_one();
         metrics::gauge!("switchyard_fanout_readers").increment(1.0);
@@ -402,7 +415,8 @@ impl Hub {
     fn remove_reader(&self, id: u64) {
         let mut inner = self.inner.lock();
         inner.readers.retain(|r| r.id != id);
-        self.reader_count.store(inner.readers.len(), Ordering::Relaxed);
+        self.reader_count
+            .store(inner.readers.len(), Ordering::Relaxed);
         drop(inner);
         self.readers_changed.notify_one();
         metrics::gauge!("switchyard_fanout_readers").decrement(1.0);

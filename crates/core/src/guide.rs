@@ -55,11 +55,15 @@ pub fn apply(yard: &Yard, location: &str, text: &[u8]) -> Vec<String> {
     let channels = yard.channels();
     let mut target: HashMap<&str, u32> = HashMap::new();
     for xc in &guide.channels {
-        let by_id = channels.iter().find(|c| c.epg_id.as_deref() == Some(xc.id.as_str()));
+        let by_id = channels
+            .iter()
+            .find(|c| c.epg_id.as_deref() == Some(xc.id.as_str()));
         let by_name = || {
-            channels
-                .iter()
-                .find(|c| xc.display_names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)))
+            channels.iter().find(|c| {
+                xc.display_names
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&c.name))
+            })
         };
         if let Some(c) = by_id.or_else(by_name) {
             target.insert(xc.id.as_str(), c.id);
@@ -99,7 +103,11 @@ pub fn apply(yard: &Yard, location: &str, text: &[u8]) -> Vec<String> {
         });
     }
     if unmatched > 0 {
-        tracing::debug!(location, unmatched, "guide programmes for channels we do not have");
+        tracing::debug!(
+            location,
+            unmatched,
+            "guide programmes for channels we do not have"
+        );
     }
     for (channel_id, entries) in schedules {
         yard.set_schedule(channel_id, entries);

@@ -304,7 +304,10 @@ impl Retimer {
         let has_payload = afc & 1 == 1;
         if has_payload && pid != 0x1fff {
             let cc_in = p[3] & 0x0f;
-            let entry = self.cc.entry(pid).or_insert((cc_in.wrapping_sub(1) & 0x0f, 0));
+            let entry = self
+                .cc
+                .entry(pid)
+                .or_insert((cc_in.wrapping_sub(1) & 0x0f, 0));
             if entry.1 == u8::MAX {
                 entry.1 = (entry.0 + 1).wrapping_sub(cc_in) & 0x0f;
             }
@@ -331,7 +334,12 @@ impl Retimer {
                 p[9] = (base >> 1) as u8;
                 p[10] = (((base & 1) as u8) << 7) | (p[10] & 0x7e) | ((ext >> 8) as u8 & 1);
                 // Pace on the unwrapped line so a wrap does not stall pacing.
-                let unwrapped = base + if base < self.offset % TS_WRAP { TS_WRAP } else { 0 };
+                let unwrapped = base
+                    + if base < self.offset % TS_WRAP {
+                        TS_WRAP
+                    } else {
+                        0
+                    };
                 pcr_out = Some(unwrapped * 300 + ext);
             }
         }
@@ -385,7 +393,10 @@ mod tests {
     #[test]
     fn parses_input_addresses() {
         assert!(matches!(Input::parse("/tmp/a.ts").unwrap(), Input::File(_)));
-        assert!(matches!(Input::parse("http://x/y").unwrap(), Input::Http(_)));
+        assert!(matches!(
+            Input::parse("http://x/y").unwrap(),
+            Input::Http(_)
+        ));
         match Input::parse("udp://@239.1.2.3:1234").unwrap() {
             Input::Udp { addr, rtp } => {
                 assert_eq!(addr.to_string(), "239.1.2.3:1234");
@@ -393,7 +404,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(Input::parse("rtp://127.0.0.1:5000").unwrap(), Input::Udp { rtp: true, .. }));
+        assert!(matches!(
+            Input::parse("rtp://127.0.0.1:5000").unwrap(),
+            Input::Udp { rtp: true, .. }
+        ));
         let err = Input::parse("gopher://x").unwrap_err().to_string();
         assert!(err.contains("unknown scheme"), "{err}");
         let err = Input::parse("udp://nohost").unwrap_err().to_string();
@@ -450,7 +464,11 @@ mod tests {
                 }
             }
             if p[3] & 0x20 != 0 && p[4] >= 7 && p[5] & 0x10 != 0 {
-                let base = (u64::from(p[6]) << 25) | (u64::from(p[7]) << 17) | (u64::from(p[8]) << 9) | (u64::from(p[9]) << 1) | (u64::from(p[10]) >> 7);
+                let base = (u64::from(p[6]) << 25)
+                    | (u64::from(p[7]) << 17)
+                    | (u64::from(p[8]) << 9)
+                    | (u64::from(p[9]) << 1)
+                    | (u64::from(p[10]) >> 7);
                 assert!(base > last_pcr, "PCR went back: {base} after {last_pcr}");
                 last_pcr = base;
             }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use media::Program;
 use media::demux::{DemuxEvent, Demuxer};
 use media::remux::{RemuxOutput, SptsRemuxer};
 use media::ts::{Packet, TsAligner};
-use media::Program;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::ProgramSelector;
@@ -119,7 +119,10 @@ fn handle_event(outputs: &mut [Output], ev: DemuxEvent) {
             program_number,
             frame,
         } => {
-            for o in outputs.iter().filter(|o| o.ready && o.program_number == Some(program_number)) {
+            for o in outputs
+                .iter()
+                .filter(|o| o.ready && o.program_number == Some(program_number))
+            {
                 o.hub.publish(Unit::Frame(frame.clone()));
             }
         }
@@ -133,7 +136,13 @@ fn flush_chunks(o: &mut Output) {
         return;
     }
     let data = Bytes::copy_from_slice(&o.out.data);
-    let mut cuts: Vec<usize> = o.out.random_access.iter().copied().filter(|&c| c < data.len()).collect();
+    let mut cuts: Vec<usize> = o
+        .out
+        .random_access
+        .iter()
+        .copied()
+        .filter(|&c| c < data.len())
+        .collect();
     cuts.sort_unstable();
     cuts.dedup();
     let mut start = 0;
@@ -170,7 +179,9 @@ pub(crate) async fn probe(input: &Input) -> Result<Vec<Program>, String> {
     let file_data = match input {
         Input::File(path) => {
             use tokio::io::AsyncReadExt;
-            let f = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+            let f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut buf = Vec::new();
             f.take(PROBE_FILE_BYTES as u64)
                 .read_to_end(&mut buf)

@@ -1,11 +1,11 @@
 //! Media through the SFU: a str0m test peer publishes VP8 + Opus over /ws
 //! signalling and a second client receives both tracks.
 
-mod common;
+mod galene_client;
 
 use std::time::Duration;
 
-use common::TestServer;
+use galene_client::TestServer;
 use rtc::testpeer::{TestPeer, TestPeerConfig};
 use serde_json::json;
 

@@ -1,10 +1,10 @@
 //! The conformance checklist of the Galène reference, over real sockets.
 
-mod common;
+mod galene_client;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use galene_client::TestServer;
 use serde_json::{Value, json};
 
 const OPEN: &str = r#"{"public": true, "displayName": "Open",
@@ -194,7 +194,7 @@ impl NextText
     async fn next_text(&mut self) -> String {
         use futures::StreamExt;
         loop {
-            match tokio::time::timeout(common::WAIT, self.next())
+            match tokio::time::timeout(galene_client::WAIT, self.next())
                 .await
                 .unwrap()
             {

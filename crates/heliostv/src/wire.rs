@@ -876,4 +876,5 @@ pub fn fuzz_stream(data: &[u8]) {
 }
 
 #[cfg(test)]
+#[path = "wire_tests.rs"]
 mod tests;

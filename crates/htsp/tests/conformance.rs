@@ -1,11 +1,11 @@
 //! The reference's conformance checklist (§14), spoken as raw HTSP over
 //! loopback against a server on the demo yard.
 
-mod common;
+mod htsp_client;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use htsp_client::*;
 use htsp::wire::{self, Msg, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,11 +1,11 @@
 //! Recording over HTSP: scheduling, rules, a real 10 s recording played back
 //! through the file methods, and persistence across restarts.
 
-mod common;
+mod htsp_client;
 
 use std::time::Duration;
 
-use common::*;
+use htsp_client::*;
 use htsp::wire::{Msg, Value};
 
 const T: Duration = Duration::from_secs(5);

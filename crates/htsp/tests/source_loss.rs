@@ -1,11 +1,11 @@
 //! An HTTP input that drops out and comes back: the subscription is told
 //! (subscriptionStop with a reason), stays open, and restarts on its own.
 
-mod common;
+mod htsp_client;
 
 use std::time::Duration;
 
-use common::*;
+use htsp_client::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use yard::{InputConfig, SourcePolicy, TvConfig, Yard};

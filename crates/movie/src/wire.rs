@@ -964,4 +964,5 @@ pub fn peek_movie_data(buf: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 #[cfg(test)]
+#[path = "wire_tests.rs"]
 mod tests;

@@ -103,70 +103,47 @@ fn unauthorized(why: &str) -> Response {
         .into_response()
 }
 
+/// The rights of whoever sent a request, for the TV routes.
 struct Asker {
     rights: Rights,
 }
 
-async fn stream_by_id(
-    State(s): St,
-    Path(id): Path<u32>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<TicketQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let who = Asker {
-        rights: rights(&s, peer, &headers, &uri, q.ticket.as_deref()),
-    };
-    stream(&s, &who, s.yard.channel(id), || {
-        format!("no channel with id {id}")
-    })
+impl axum::extract::FromRequestParts<Arc<WebState>> for Asker {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Arc<WebState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let ticket = Query::<TicketQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.ticket);
+        Ok(Asker {
+            rights: rights(s, peer, &parts.headers, &parts.uri, ticket.as_deref()),
+        })
+    }
 }
 
-async fn stream_by_number(
-    State(s): St,
-    Path(n): Path<u32>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<TicketQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let who = Asker {
-        rights: rights(&s, peer, &headers, &uri, q.ticket.as_deref()),
-    };
-    stream(&s, &who, s.yard.channel_by_number(n), || {
-        format!("no channel with number {n}")
-    })
+async fn stream_by_id(State(s): St, Path(id): Path<u32>, who: Asker) -> Response {
+    stream(&s, &who, s.yard.channel(id), || format!("no channel with id {id}"))
 }
 
-async fn stream_by_name(
-    State(s): St,
-    Path(name): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<TicketQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let who = Asker {
-        rights: rights(&s, peer, &headers, &uri, q.ticket.as_deref()),
-    };
-    stream(&s, &who, s.yard.channel_by_name(&name), || {
-        format!("no channel named {name:?}")
-    })
+async fn stream_by_number(State(s): St, Path(n): Path<u32>, who: Asker) -> Response {
+    stream(&s, &who, s.yard.channel_by_number(n), || format!("no channel with number {n}"))
+}
+
+async fn stream_by_name(State(s): St, Path(name): Path<String>, who: Asker) -> Response {
+    stream(&s, &who, s.yard.channel_by_name(&name), || format!("no channel named {name:?}"))
 }
 
 /// A recording, with byte ranges so players can seek.
-async fn dvr_file(
-    State(s): St,
-    Path(id): Path<u32>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<TicketQuery>,
-    headers: HeaderMap,
-    uri: Uri,
-    req: axum::extract::Request,
-) -> Response {
+async fn dvr_file(State(s): St, Path(id): Path<u32>, Asker { rights: who }: Asker, req: axum::extract::Request) -> Response {
     use tower::ServiceExt;
-    let who = rights(&s, peer, &headers, &uri, q.ticket.as_deref());
     match s.htsp.dvr_file(id, &who) {
         Ok(path) => match tower_http::services::ServeFile::new(&path)
             .oneshot(req)
