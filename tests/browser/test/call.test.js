@@ -1,0 +1,97 @@
+// Two browsers in the demo's open room: each decodes the other's video and
+// receives its audio; chat arrives with the sender's name; a screen share
+// shows up as a second stream; a third and fourth participant fill the grid.
+
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { startServer, launchBrowser, join, inbound, until, waitMediaFrom, artifact, sleep } = require('../lib.js');
+
+let server;
+const browsers = [];
+
+before(async () => {
+    server = await startServer();
+});
+
+after(async () => {
+    for (const b of browsers) await b.close();
+    if (server) await server.stop();
+});
+
+async function participant(username, opts = {}) {
+    const b = await launchBrowser(opts);
+    browsers.push(b);
+    const r = await join(b.page, server, { username, ...opts.join });
+    assert.ok(r.joined, `${username} could not join: ${r.error}`);
+    return b.page;
+}
+
+let alice, bob;
+
+test('two participants decode each other\'s video and receive audio', async () => {
+    alice = await participant('alice');
+    bob = await participant('bob');
+    for (const [page, other] of [[alice, 'bob'], [bob, 'alice']]) {
+        const m = await waitMediaFrom(page, other);
+        assert.ok(m.video[1].framesDecoded > m.video[0].framesDecoded,
+            `video from ${other} keeps decoding: ${JSON.stringify(m.video)}`);
+        assert.ok(m.audio[0] && m.audio[1].packetsReceived > m.audio[0].packetsReceived,
+            `audio packets from ${other} keep arriving: ${JSON.stringify(m.audio)}`);
+    }
+    // Both see both people in the list.
+    for (const page of [alice, bob]) {
+        await until('two people listed', async () => (await page.$$('#user-list li.user')).length === 2);
+    }
+    await alice.waitForFunction(() => document.querySelectorAll('#grid .tile').length === 2);
+    await sleep(500);
+    await alice.screenshot({ path: artifact('two-party-call.png') });
+});
+
+test('chat arrives with the sender\'s name', async () => {
+    await bob.click('#chat-button');
+    await alice.click('#chat-button');
+    await alice.fill('#chat-input', 'Hello from Alice');
+    await alice.press('#chat-input', 'Enter');
+    const got = await until('bob receives the message', async () => bob.$$eval('#messages li.msg', (lis) =>
+        lis.map((li) => ({ from: li.querySelector('.from')?.textContent, text: li.querySelector('.text')?.textContent }))
+            .find((m) => m.text === 'Hello from Alice')));
+    assert.equal(got.from, 'alice');
+    // The sender sees its own message once (the server's echo).
+    const mine = await alice.$$eval('#messages li.msg.mine .text', (l) => l.map((x) => x.textContent));
+    assert.deepEqual(mine.filter((t) => t === 'Hello from Alice').length, 1);
+    await bob.fill('#chat-input', '/me waves');
+    await bob.press('#chat-input', 'Enter');
+    await until('alice sees the action', async () => alice.$$eval('#messages li.msg.action .text', (l) => l.some((x) => x.textContent === '* bob waves')));
+});
+
+test('a screen share appears as a second stream', async () => {
+    await alice.click('#screen-button');
+    await alice.waitForSelector('.tile[data-key="local-screen"]', { timeout: 15000 });
+    const m = await waitMediaFrom(bob, 'alice', { label: 'screenshare' });
+    assert.ok(m.video[1].framesDecoded > m.video[0].framesDecoded, JSON.stringify(m.video));
+    const labels = (await inbound(bob)).filter((r) => r.username === 'alice' && r.kind === 'video').map((r) => r.label).sort();
+    assert.deepEqual(labels, ['camera', 'screenshare']);
+    await bob.waitForSelector('.tile.screen[data-username="alice"]');
+    await alice.click('#screen-button');
+    await until('the screen share closes at bob', async () =>
+        (await bob.$$('.tile.screen')).length === 0, 15000);
+});
+
+test('the grid adapts to three and four participants', async () => {
+    const carol = await participant('carol');
+    const dave = await participant('dave', { viewport: { width: 390, height: 844 } });
+    for (const [page, who] of [[carol, ['alice', 'bob']], [alice, ['carol']], [dave, ['alice', 'bob', 'carol']]]) {
+        for (const u of who) await waitMediaFrom(page, u);
+    }
+    await alice.waitForFunction(() => document.querySelectorAll('#grid .tile').length === 4, null, { timeout: 20000 });
+    const cols = await alice.$eval('#grid', (g) => getComputedStyle(g).getPropertyValue('--cols').trim());
+    assert.equal(cols, '2', 'four tiles on a desktop make a 2×2 grid');
+    await sleep(800);
+    await alice.screenshot({ path: artifact('grid-4-desktop.png') });
+    await dave.screenshot({ path: artifact('grid-4-phone.png') });
+    await carol.click('#people-button');
+    await sleep(300);
+    await carol.screenshot({ path: artifact('grid-people-panel.png') });
+});
