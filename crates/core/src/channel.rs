@@ -173,7 +173,7 @@ pub(crate) async fn run_source(
 
 /// After the last reader left: true when nobody came back within `grace`.
 async fn wait_idle(source: &Source, grace: Duration, shutdown: &CancellationToken) -> bool {
-    let deadline = tokio::time::Instant::now() + grace;
+    let mut deadline = tokio::time::Instant::now() + grace;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => return source.readers() == 0,
@@ -181,6 +181,8 @@ async fn wait_idle(source: &Source, grace: Duration, shutdown: &CancellationToke
                 if source.readers() > 0 {
                     return false;
                 }
+                // A reader came and went meanwhile: the grace runs from its leaving.
+                deadline = tokio::time::Instant::now() + grace;
             }
             _ = shutdown.cancelled() => return true,
         }

@@ -260,6 +260,13 @@ struct Retimer {
     /// Smallest and largest (end) timestamps seen in this loop, unshifted.
     first_ts: Option<u64>,
     last_end: u64,
+    /// A video PES carries one picture, so its PTS plus the frame step is
+    /// where video ends; an audio PES often bundles several frames and its
+    /// step overstates the tail (a 200 ms hole at every loop of the demo).
+    /// With video present the loop ends where video does, and no earlier
+    /// than the last PTS of any stream.
+    video_end: Option<u64>,
+    last_pts: u64,
     /// Per-PID: last timestamp seen (for the frame duration estimate) and
     /// smallest positive step.
     steps: std::collections::HashMap<u16, (u64, u64)>,
@@ -273,17 +280,23 @@ const TS_WRAP: u64 = 1 << 33;
 impl Retimer {
     fn next_loop(&mut self) {
         let first = self.first_ts.unwrap_or(0);
-        let span = self.last_end.saturating_sub(first).max(90_000 / 25);
+        let end = match self.video_end {
+            Some(v) => v.max(self.last_pts),
+            None => self.last_end,
+        };
+        let span = end.saturating_sub(first).max(90_000 / 25);
         self.offset = self.offset.wrapping_add(span) % TS_WRAP;
         self.first_ts = None;
         self.last_end = 0;
+        self.video_end = None;
+        self.last_pts = 0;
         self.new_loop = true;
         for v in self.cc.values_mut() {
             v.1 = u8::MAX; // recompute on the next packet of each PID
         }
     }
 
-    fn note_ts(&mut self, pid: u16, ts: u64) {
+    fn note_ts(&mut self, pid: u16, ts: u64, video: bool) {
         self.first_ts = Some(self.first_ts.map_or(ts, |f| f.min(ts)));
         let step = match self.steps.get(&pid) {
             Some(&(last, step)) if ts > last => {
@@ -295,6 +308,10 @@ impl Retimer {
         };
         self.steps.insert(pid, (ts, step));
         self.last_end = self.last_end.max(ts + step);
+        self.last_pts = self.last_pts.max(ts);
+        if video {
+            self.video_end = Some(self.video_end.map_or(ts + step, |v| v.max(ts + step)));
+        }
     }
 
     /// Rewrite one packet in place; returns its PCR (27 MHz, shifted) if it has one.
@@ -354,7 +371,7 @@ impl Retimer {
                 let flags = p[s + 7] >> 6;
                 if flags & 2 != 0 {
                     let pts = read_ts(&p[s + 9..s + 14]);
-                    self.note_ts(pid, pts);
+                    self.note_ts(pid, pts, (0xe0..=0xef).contains(&sid));
                     write_ts(&mut p[s + 9..s + 14], (pts + self.offset) % TS_WRAP);
                 }
                 if flags == 3 && s + 19 <= 188 {

@@ -24,7 +24,16 @@ struct Output {
     remux: Option<SptsRemuxer>,
     out: RemuxOutput,
     ready: bool,
+    /// Frames demuxed before every track's parameters were known (the first
+    /// keyframe usually comes before the first audio frame): published once
+    /// they are, so a new source's first GOP is not lost.
+    held: Vec<media::Frame>,
+    held_bytes: usize,
 }
+
+/// Bound of the frames held while a programme is not ready (a track whose
+/// parameters never come must not grow memory).
+const HELD_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 pub(crate) struct Pipeline {
     aligner: TsAligner,
@@ -53,6 +62,8 @@ impl Pipeline {
                     remux: None,
                     out: RemuxOutput::new(),
                     ready: false,
+                    held: Vec::new(),
+                    held_bytes: 0,
                 })
                 .collect(),
             received: false,
@@ -108,10 +119,16 @@ fn handle_event(outputs: &mut [Output], ev: DemuxEvent) {
                 if o.program_number != Some(program.program_number) {
                     o.program_number = Some(program.program_number);
                     o.remux = Some(SptsRemuxer::new(program.program_number));
+                    o.held.clear();
+                    o.held_bytes = 0;
                 }
                 if program.is_ready() {
                     o.ready = true;
                     o.hub.set_program(Arc::new(program.clone()));
+                    for frame in o.held.drain(..) {
+                        o.hub.publish(Unit::Frame(frame));
+                    }
+                    o.held_bytes = 0;
                 }
             }
         }
@@ -120,10 +137,15 @@ fn handle_event(outputs: &mut [Output], ev: DemuxEvent) {
             frame,
         } => {
             for o in outputs
-                .iter()
-                .filter(|o| o.ready && o.program_number == Some(program_number))
+                .iter_mut()
+                .filter(|o| o.program_number == Some(program_number))
             {
-                o.hub.publish(Unit::Frame(frame.clone()));
+                if o.ready {
+                    o.hub.publish(Unit::Frame(frame.clone()));
+                } else if o.held_bytes + frame.data.len() <= HELD_MAX_BYTES {
+                    o.held_bytes += frame.data.len();
+                    o.held.push(frame.clone());
+                }
             }
         }
         DemuxEvent::Pcr { .. } | DemuxEvent::Eit(_) => {}
