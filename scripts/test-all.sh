@@ -9,6 +9,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+# The browser tests drive Debian's Chromium with playwright-core.
+if [ -f tests/browser/package.json ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq
@@ -16,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 node_suites=()
-for d in tests/*-node; do
+for d in tests/*; do
   [ -f "$d/package.json" ] || continue
   node_suites+=("$d")
   if [ -f "$d/package-lock.json" ]; then
@@ -27,14 +31,24 @@ for d in tests/*-node; do
 done
 
 # Build first so the Node suites can start the server binary.
-cargo build --workspace --all-targets --locked
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+cargo build --workspace --all-targets
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+log="$target_dir/test-output.txt"
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-
 for d in "${node_suites[@]}"; do
-  (cd "$d" && npm test) || status=1
+  (cd "$d" && npm test) 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
+set -e
 
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' target/test-output.txt | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
-echo "tests: $(echo "$passed" | awk '{print $1" passed, "$2" failed"}')"
+# One closing line over every runner: cargo's "test result" lines and node's "# pass/# fail".
+summary=$(awk '
+  /test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+  /^# pass [0-9]+$/ { p += $3 }
+  /^# fail [0-9]+$/ { f += $3 }
+  END { printf "%d passed, %d failed", p, f }' "$log")
+echo "tests: $summary"
 exit "$status"

@@ -41,6 +41,8 @@ pub(crate) struct Pipeline {
     events: Vec<DemuxEvent>,
     outputs: Vec<Output>,
     received: bool,
+    /// What was already counted into metrics.
+    counted: media::ts::DemuxStats,
 }
 
 impl Pipeline {
@@ -67,6 +69,7 @@ impl Pipeline {
                 })
                 .collect(),
             received: false,
+            counted: media::ts::DemuxStats::default(),
         }
     }
 
@@ -104,6 +107,31 @@ impl Pipeline {
         for o in &mut self.outputs {
             flush_chunks(o);
         }
+        self.count_errors();
+    }
+
+    /// Damage in the input is repaired (resync, dropped PES) and counted, never fatal.
+    fn count_errors(&mut self) {
+        let now = self.demux.stats();
+        let (_, resyncs, skipped) = self.aligner.counters();
+        let was = self.counted;
+        let add = |name: &'static str, new: u64, old: u64| {
+            if new > old {
+                metrics::counter!(name).increment(new - old);
+            }
+        };
+        add("switchyard_demux_resyncs_total", resyncs, was.resyncs);
+        add("switchyard_demux_dropped_bytes_total", skipped, was.dropped_bytes);
+        add("switchyard_demux_continuity_errors_total", now.continuity_errors, was.continuity_errors);
+        add("switchyard_demux_transport_errors_total", now.transport_errors, was.transport_errors);
+        add("switchyard_demux_crc_errors_total", now.crc_errors, was.crc_errors);
+        add("switchyard_demux_truncated_pes_total", now.truncated_pes, was.truncated_pes);
+        add("switchyard_demux_invalid_pes_total", now.invalid_pes, was.invalid_pes);
+        self.counted = media::ts::DemuxStats {
+            resyncs,
+            dropped_bytes: skipped,
+            ..now
+        };
     }
 }
 
