@@ -1,0 +1,128 @@
+//! `sfu`: the SFU's load generator, `rtc::loadtest` (feature `loadtest`):
+//! an `rtc::Sfu` with its worker threads and str0m test peers, all in this
+//! process on 127.0.0.1. Fan-out (one publisher, N subscribers) and rooms
+//! of four (R rooms, everyone receiving the other three).
+
+use std::time::Duration;
+
+use rtc::loadtest::{LoadConfig, LoadReport};
+
+use crate::output::{Plot, Report, Series, Table, Verdict};
+
+pub struct SfuOptions {
+    pub fan_out: Vec<usize>,
+    pub rooms: Vec<usize>,
+    pub seconds: u64,
+}
+
+/// Video down-tracks one core of SFU workers would carry at this run's cost
+/// (all worker CPU, audio included, charged to the video tracks).
+fn video_tracks_per_core(r: &LoadReport) -> f64 {
+    let video_tracks = r.down_tracks as f64 / 2.0;
+    let cores = r.sfu_cpu_seconds / r.seconds.max(1e-9);
+    if cores <= 0.0 { 0.0 } else { video_tracks / cores }
+}
+
+pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cfg = LoadConfig {
+        duration: Duration::from_secs(opts.seconds),
+        ..LoadConfig::default()
+    };
+    let mut table = Table::new(&[
+        "scenario",
+        "size",
+        "video down-tracks",
+        "failed set-ups",
+        "video loss %",
+        "delay p50 (ms)",
+        "delay p99 (ms)",
+        "SFU CPU % of a core",
+        "CPU µs per down-track·s",
+        "video down-tracks per core",
+        "memory per peer (KB)",
+    ]);
+    let mut fan_delay = Vec::new();
+    let mut room_delay = Vec::new();
+    let mut best: Vec<String> = Vec::new();
+    let mut capacity_ok = false;
+    let mut p99_ok = true;
+    let mut any = false;
+    let jobs: Vec<(&str, usize)> =
+        opts.fan_out.iter().map(|n| ("fan-out", *n)).chain(opts.rooms.iter().map(|r| ("rooms", *r))).collect();
+    let mut largest: [Option<usize>; 2] = [None, None];
+    for (kind, n) in jobs {
+        println!("sfu: {kind} {n} for {} s", opts.seconds);
+        let result = rt.block_on(async {
+            if kind == "fan-out" { rtc::loadtest::fan_out(n, &cfg).await } else { rtc::loadtest::rooms(n, &cfg).await }
+        });
+        let r = match result {
+            Ok(r) => r,
+            Err(e) => {
+                table.push(vec![kind.into(), n.to_string(), "-".into(), format!("error: {e}"), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()]);
+                continue;
+            }
+        };
+        any = true;
+        let video = r.down_tracks / 2;
+        let per_core = video_tracks_per_core(&r);
+        table.push(vec![
+            kind.into(),
+            if kind == "fan-out" { format!("1 → {n}") } else { format!("{n} × 4") },
+            video.to_string(),
+            r.failed_setups.to_string(),
+            format!("{:.3}", r.video_loss * 100.0),
+            format!("{:.2}", r.delay_p50_ms),
+            format!("{:.2}", r.delay_p99_ms),
+            format!("{:.1}", r.sfu_cpu_seconds / r.seconds.max(1e-9) * 100.0),
+            format!("{:.1}", r.cpu_us_per_down_track_second),
+            format!("{per_core:.0}"),
+            format!("{:.0}", r.memory_per_peer_bytes as f64 / 1000.0),
+        ]);
+        let good = r.video_loss < 0.01 && r.failed_setups == 0;
+        let slot = if kind == "fan-out" { 0 } else { 1 };
+        if good {
+            largest[slot] = Some(largest[slot].map_or(n, |m: usize| m.max(n)));
+            capacity_ok |= per_core >= 500.0;
+            p99_ok &= r.delay_p99_ms < 5.0;
+        }
+        if kind == "fan-out" {
+            fan_delay.push((video as f64, r.delay_p99_ms));
+        } else {
+            room_delay.push((video as f64, r.delay_p99_ms));
+        }
+    }
+    best.push(format!(
+        "largest size with < 1 % video loss and every peer connected: fan-out N = {}, rooms R = {}",
+        largest[0].map_or("none".into(), |n| n.to_string()),
+        largest[1].map_or("none".into(), |n| n.to_string())
+    ));
+    best.push(format!(
+        "each publisher sends {:.1} Mbit/s video at {} fps plus Opus; SFU CPU is the `rtc-worker-*` threads only; delay is sender clock to receiver clock in one process; memory per peer is RSS growth over every str0m instance (SFU and test-peer sides), so it over-states the SFU's share; the test peers share the machine's cores with the SFU",
+        cfg.video_bitrate as f64 / 1e6,
+        cfg.fps
+    ));
+    best.push("Janus comparison: not done (no Janus install and no load client for it on this machine)".into());
+    let mut series = vec![Series::new("fan-out: p99 delay (ms)", fan_delay)];
+    if !room_delay.is_empty() {
+        series.push(Series::new("rooms of 4: p99 delay (ms)", room_delay));
+    }
+    Ok(Report {
+        scenario: "sfu",
+        title: "SFU forwarding: fan-out and rooms of four".into(),
+        command,
+        table,
+        plot: Some(Plot {
+            title: "SFU: p99 forwarding delay vs video down-tracks".into(),
+            x_label: "video down-tracks forwarded".into(),
+            y_label: "p99 delay (ms)".into(),
+            log_x: true,
+            series,
+            target: Some(("target p99 5 ms".into(), 5.0)),
+            categories: Vec::new(),
+        }),
+        target: "≥ 500 video down-tracks per core, p99 forwarding delay < 5 ms (at < 1 % loss)".into(),
+        verdict: if any { Verdict::from_bool(capacity_ok && p99_ok) } else { Verdict::NotMeasured },
+        notes: best,
+    })
+}
