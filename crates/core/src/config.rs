@@ -60,6 +60,12 @@ pub enum Programs {
     Auto,
 }
 
+impl Programs {
+    fn is_auto(&self) -> bool {
+        *self == Programs::Auto
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProgramsNamed {
@@ -80,6 +86,8 @@ pub struct InputConfig {
     pub tags: Vec<String>,
     pub epg_id: Option<String>,
     /// "first", "all" or a programme number. Default: all for files, first otherwise.
+    /// (The default has no TOML spelling: `--print-config` leaves it out.)
+    #[serde(skip_serializing_if = "Programs::is_auto")]
     pub programs: Programs,
 }
 

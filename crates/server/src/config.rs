@@ -77,14 +77,19 @@ impl Config {
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text.get(..s.start).unwrap_or("").matches('\n').count() + 1)
+            let start = e.span().map(|s| s.start);
+            let line = start
+                .map(|s| text.get(..s).unwrap_or("").matches('\n').count() + 1)
                 .unwrap_or(1);
+            // toml names an unknown key but not the key of a bad value.
+            let message = match start.and_then(|s| key_at(text, s)) {
+                Some(key) => format!("{key}: {}", e.message()),
+                None => e.message().to_string(),
+            };
             ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line,
-                message: e.message().to_string(),
+                message,
             }
         })
     }
@@ -93,6 +98,30 @@ impl Config {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
+}
+
+/// The dotted key (`tv.grace_secs`) of the `key = value` line holding `offset`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with(['#', '[']) {
+        return None;
+    }
+    let table = before
+        .get(..line_start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(|h| h.trim_start_matches('[').split(']').next())
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -123,7 +152,7 @@ mod tests {
         let err = Config::parse("[web]\nlisten = \"nowhere\"\n", Path::new("c.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("c.toml:2:"), "{err}");
+        assert!(err.starts_with("c.toml:2: web.listen:"), "{err}");
     }
 
     #[test]
