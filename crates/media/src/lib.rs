@@ -22,6 +22,8 @@
 //! * [`demux`]: [`Demuxer`] — bytes in, [`DemuxEvent`]s out.
 //! * [`remux`]: [`SptsRemuxer`] — one programme of a TS as its own TS.
 //! * [`m3u`], [`xmltv`]: playlist and programme guide parsers and writers.
+//! * [`webm`]: Matroska/WebM writer (recordings); [`fmp4`]: fragmented MP4
+//!   writer for H.264 + AAC (TV in the browser).
 
 #![cfg_attr(
     not(test),
@@ -36,6 +38,7 @@
 pub mod audio;
 pub mod bits;
 pub mod demux;
+pub mod fmp4;
 pub mod m3u;
 pub mod pes;
 pub mod program;
@@ -43,6 +46,7 @@ pub mod psi;
 pub mod remux;
 pub mod ts;
 pub mod video;
+pub mod webm;
 pub mod xmltv;
 
 pub use demux::{DemuxEvent, Demuxer};
