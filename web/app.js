@@ -201,6 +201,7 @@ function onState(state, detail) {
     pill.dataset.state = state;
     const labels = { connecting: 'connecting', connected: 'connecting', joined: 'connected', reconnecting: 'offline', closed: 'offline' };
     pill.textContent = labels[state] || state;
+    document.body.classList.toggle('offline', state === 'reconnecting' || state === 'connecting');
     if (state === 'reconnecting') {
         banner(`Connection lost. Reconnecting in ${detail.delay} s…`, true);
     } else if (state === 'connecting' && !firstJoin) {
@@ -655,8 +656,8 @@ function renderUsers() {
         const me = u.id === conn.id;
         const badges = el('span', { class: 'badges' });
         if (u.permissions.includes('op')) badges.append(el('span', { class: 'badge op', text: 'host' }));
-        else if (u.permissions.includes('present')) badges.append(el('span', { class: 'badge', text: 'presenter' }));
         if (u.permissions.includes('system')) badges.append(el('span', { class: 'badge rec', text: 'recorder' }));
+        else if (!u.permissions.includes('present')) badges.append(el('span', { class: 'badge', text: 'viewer' }));
         const st = el('span', { class: 'status-icons' });
         const pubs = publishing.get(u.id) || new Set();
         if (u.data.raisehand) st.append(el('span', { class: 'st hand', title: 'Hand raised' }, icon('hand', 'icon sm')));

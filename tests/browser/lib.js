@@ -197,11 +197,15 @@ async function until(what, fn, ms = 30000, every = 250) {
 /** Waits until `page` decodes video from `username` and the frame count keeps rising; same for audio packets. */
 async function waitMediaFrom(page, username, { label = 'camera', ms = 40000 } = {}) {
     const pick = (list, kind) => list.find((r) => r.username === username && r.label === label && r.kind === kind);
+    let seen = [];
     const first = await until(`${label} video from ${username} decoded`, async () => {
         const list = await inbound(page);
+        seen = list;
         const v = pick(list, 'video');
         return v && v.framesDecoded > 0 ? list : null;
-    }, ms);
+    }, ms).catch((e) => {
+        throw new Error(`${e.message}; inbound streams: ${JSON.stringify(seen)}`);
+    });
     await sleep(1500);
     const second = await inbound(page);
     return {

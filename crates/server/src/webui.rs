@@ -123,14 +123,16 @@ fn is_group_page(path: &str) -> bool {
 
 /// Middleware over the whole web router: when the Galène routes answer a
 /// group page with HTML, the body becomes this client; status and headers
-/// (404s, redirects, the Content-Security-Policy) stay the front end's.
+/// (redirects, the Content-Security-Policy) stay the front end's. A 404 for
+/// a missing group keeps its status but gets the client too, which tells the
+/// user in the page's own words and links back to the list of rooms.
 /// Install with `.layer(axum::middleware::from_fn(webui::group_page))`.
 pub async fn group_page(req: Request, next: Next) -> Response {
     let wanted = (req.method() == Method::GET || req.method() == Method::HEAD)
         && is_group_page(req.uri().path());
     let head = req.method() == Method::HEAD;
     let response = next.run(req).await;
-    if !wanted || response.status() != StatusCode::OK {
+    if !wanted || !matches!(response.status(), StatusCode::OK | StatusCode::NOT_FOUND) {
         return response;
     }
     let html = response
@@ -245,6 +247,9 @@ mod tests {
         assert_eq!(headers[header::CONTENT_SECURITY_POLICY], "default-src 'self'");
         assert_eq!(body, group_html());
         let (status, _, body) = get_body(front.clone(), "/group/missing/").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, group_html());
+        let (status, _, body) = get_body(front.clone(), "/group/missing/.status").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body, b"nf");
         let (_, _, body) = get_body(front, "/group/lobby/.status").await;

@@ -66,6 +66,34 @@ test('chat arrives with the sender\'s name', async () => {
     await until('alice sees the action', async () => alice.$$eval('#messages li.msg.action .text', (l) => l.some((x) => x.textContent === '* bob waves')));
 });
 
+test('muting the microphone shows at the others', async () => {
+    await alice.click('#mic-button');
+    assert.equal(await alice.getAttribute('#mic-button', 'aria-pressed'), 'false');
+    assert.equal(await alice.evaluate(() => window.switchyard.local.camera.media.getAudioTracks()[0].enabled), false);
+    await until('bob sees alice muted', async () => bob.$eval('.tile[data-username="alice"][data-label="camera"] .tile-name .icon', (i) => i.style.display !== 'none'));
+    await bob.click('#people-button');
+    await until('the people list shows it', async () => bob.$('#user-list li[data-username="alice"] .st.muted'));
+    await alice.click('#mic-button');
+    await until('bob sees alice unmuted', async () => bob.$eval('.tile[data-username="alice"][data-label="camera"] .tile-name .icon', (i) => i.style.display === 'none'));
+});
+
+test('choosing a camera replaces the stream in place', async () => {
+    const before = await alice.evaluate(() => window.switchyard.local.camera.upId);
+    await alice.click('#settings-button');
+    const options = await alice.$$eval('#camera-select option', (l) => l.map((o) => o.value));
+    assert.ok(options.length >= 2, 'the fake camera is listed');
+    await alice.selectOption('#camera-select', options[1]);
+    await until('a new up stream', async () => {
+        const id = await alice.evaluate(() => window.switchyard.local.camera && window.switchyard.local.camera.upId);
+        return id && id !== before;
+    });
+    await alice.click('#settings .dialog-buttons button');
+    const after = await alice.evaluate(() => window.switchyard.local.camera.upId);
+    await until('bob decodes the new stream', async () =>
+        (await inbound(bob)).some((r) => r.stream === after && r.kind === 'video' && r.framesDecoded > 0));
+    assert.equal((await bob.$$('.tile[data-username="alice"][data-label="camera"]')).length, 1, 'one tile, swapped in place');
+});
+
 test('a screen share appears as a second stream', async () => {
     await alice.click('#screen-button');
     await alice.waitForSelector('.tile[data-key="local-screen"]', { timeout: 15000 });
@@ -86,6 +114,9 @@ test('the grid adapts to three and four participants', async () => {
         for (const u of who) await waitMediaFrom(page, u);
     }
     await alice.waitForFunction(() => document.querySelectorAll('#grid .tile').length === 4, null, { timeout: 20000 });
+    await carol.click('#chat-button');
+    const history = await carol.$$eval('#messages li.msg .text', (l) => l.map((x) => x.textContent));
+    assert.ok(history.includes('Hello from Alice'), 'a late joiner gets the chat history');
     const cols = await alice.$eval('#grid', (g) => getComputedStyle(g).getPropertyValue('--cols').trim());
     assert.equal(cols, '2', 'four tiles on a desktop make a 2×2 grid');
     await sleep(800);

@@ -71,7 +71,8 @@ test('a full room says so', async () => {
 
 test('a missing room says so', async () => {
     const p = await browser();
-    await p.goto(`${server.url}/group/nosuchroom/`);
+    const resp = await p.goto(`${server.url}/group/nosuchroom/`);
+    assert.equal(resp.status(), 404);
     await p.waitForSelector('#ended', { state: 'visible' });
     assert.equal(await p.textContent('#ended-title'), 'This room does not exist');
 });

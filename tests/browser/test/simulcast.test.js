@@ -33,6 +33,7 @@ async function videoFrom(p, username) {
 
 test('a low-bandwidth subscriber gets the low simulcast layer', async () => {
     const alice = await page('alice', 'both');
+    await until('alice publishes', async () => alice.evaluate(() => window.switchyard.conn.up.size === 1));
     const sim = await alice.evaluate(() => {
         const s = [...window.switchyard.conn.up.values()][0];
         return s.pc.getSenders().filter((x) => x.track && x.track.kind === 'video').map((x) => x.getParameters().encodings.map((e) => e.rid));
