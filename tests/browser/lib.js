@@ -12,7 +12,10 @@ const path = require('node:path');
 const { chromium } = require('playwright-core');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const BIN = path.resolve(ROOT, process.env.SWITCHYARD_BIN || 'target/debug/switchyard');
+// `npm test` builds with cargo, which honours CARGO_TARGET_DIR.
+const BIN = process.env.SWITCHYARD_BIN
+    ? path.resolve(ROOT, process.env.SWITCHYARD_BIN)
+    : path.join(path.resolve(ROOT, process.env.CARGO_TARGET_DIR || 'target'), 'debug', 'switchyard');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 

@@ -87,7 +87,10 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
     let common = [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
         (
             header::ETAG,
             HeaderValue::from_str(etag).unwrap_or(HeaderValue::from_static("\"0\"")),
@@ -115,10 +118,16 @@ pub fn group_html() -> &'static [u8] {
 /// Whether `path` is a group page URL (`/group/NAME/`, NAME possibly with
 /// slashes, no dot-component such as `.status`).
 fn is_group_page(path: &str) -> bool {
-    let Some(name) = path.strip_prefix("/group/").and_then(|p| p.strip_suffix('/')) else {
+    let Some(name) = path
+        .strip_prefix("/group/")
+        .and_then(|p| p.strip_suffix('/'))
+    else {
         return false;
     };
-    !name.is_empty() && name.split('/').all(|c| !c.is_empty() && !c.starts_with('.'))
+    !name.is_empty()
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && !c.starts_with('.'))
 }
 
 /// Middleware over the whole web router: when the Galène routes answer a
@@ -180,7 +189,9 @@ mod tests {
             .unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 22)
+            .await
+            .unwrap();
         (status, headers, body.to_vec())
     }
 
@@ -235,7 +246,11 @@ mod tests {
                             "{\"name\":\"lobby\"}",
                         )
                             .into_response(),
-                        _ => (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/html")], "nf")
+                        _ => (
+                            StatusCode::NOT_FOUND,
+                            [(header::CONTENT_TYPE, "text/html")],
+                            "nf",
+                        )
                             .into_response(),
                     }
                 }),
@@ -244,7 +259,10 @@ mod tests {
             .layer(axum::middleware::from_fn(group_page));
         let (status, headers, body) = get_body(front.clone(), "/group/lobby/").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], "default-src 'self'");
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "default-src 'self'"
+        );
         assert_eq!(body, group_html());
         let (status, _, body) = get_body(front.clone(), "/group/missing/").await;
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -114,6 +114,24 @@ test('an operator asks for a recording', async () => {
     }
 });
 
+test('an invitation link lets a guest in without the password', async () => {
+    await boss.click('#invite-button');
+    const link = await until('the invitation link', async () => {
+        if (!(await boss.isVisible('#invite-link a'))) return null;
+        return boss.getAttribute('#invite-link a', 'href');
+    }, 10000);
+    assert.match(link, /\/group\/meeting\/\?token=/);
+    const guest = await browser();
+    await guest.goto(link);
+    await guest.waitForSelector('#login-form', { state: 'visible' });
+    assert.equal(await guest.isVisible('#password-field'), false, 'no password asked with a token');
+    await guest.fill('#username', 'guest');
+    await guest.check('input[name="start"][value="none"]');
+    await guest.click('#join-button');
+    await guest.waitForSelector('#call', { state: 'visible', timeout: 15000 });
+    await until('boss sees the guest', async () => boss.$('#user-list li[data-username="guest"]'));
+});
+
 test('an operator kicks a user, who is told so', async () => {
     await userAction(boss, 'eve', 'Remove from meeting');
     await eve.waitForSelector('#ended', { state: 'visible', timeout: 10000 });
