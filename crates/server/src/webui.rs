@@ -65,11 +65,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub fn router() -> Router {
     Router::new()
         .route("/web", get(|| async { redirect("/web/") }))
-        .route("/web/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
+        .route("/web/", get(index))
         .route(
             "/web/{*file}",
             get(|Path(file): Path<String>, headers: HeaderMap| async move { serve(&file, &headers) }),
         )
+}
+
+/// The home page (public rooms and TV channels), for a server that wants it
+/// at `/`: `.route("/", get(webui::index))`.
+pub async fn index(headers: HeaderMap) -> Response {
+    serve("index.html", &headers)
 }
 
 fn redirect(to: &'static str) -> Response {
