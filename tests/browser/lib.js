@@ -144,8 +144,13 @@ async function launchBrowser({ viewport = { width: 1280, height: 720 }, extraArg
 }
 
 /** Fills in the login form of /group/NAME/ and waits for the call screen (or returns the login error). */
-async function join(page, server, { group = 'lobby', username, password = '', start = 'both', query = '' } = {}) {
+async function join(page, server, { group = 'lobby', username, password = '', start = 'both', query = '', settings = null } = {}) {
     await page.goto(`${server.url}/group/${group}/${query}`);
+    if (settings) {
+        // As if chosen in an earlier visit: the page reads them at start.
+        await page.evaluate((s) => localStorage.setItem('switchyard-settings', JSON.stringify(s)), settings);
+        await page.reload();
+    }
     await page.waitForSelector('#login-form', { state: 'visible' });
     if (username !== undefined) await page.fill('#username', username);
     if (password) await page.fill('#password', password);
