@@ -144,7 +144,7 @@ impl Plot {
         }
         // Head room for the legend.
         let y1 = if y1 > 0.0 { y1 * 1.3 } else { 1.0 };
-        let pad = if bars || self.log_x { 0.0 } else { (x1 - x0) * 0.03 };
+        let pad = if bars { 0.0 } else { (x1 - x0) * 0.03 };
         let mut chart = ChartBuilder::on(&root)
             .caption(&self.title, ("sans-serif", 20))
             .margin(15)

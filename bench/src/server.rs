@@ -100,6 +100,11 @@ fn loopback_listeners(printed: &toml::Table, listeners: &mut BTreeMap<String, So
             listeners.insert(format!("{section}.{key}"), addr);
             moved.insert(key.clone(), new);
         }
+        if section == "rtc" {
+            // Media ports: ephemeral, loopback candidates only.
+            moved.insert("port_base".into(), toml::Value::Integer(0));
+            moved.insert("host_addresses".into(), toml::Value::Array(vec!["127.0.0.1".into()]));
+        }
         if !moved.is_empty() {
             out.insert(section.clone(), moved.into());
         }
