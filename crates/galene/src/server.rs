@@ -4,6 +4,7 @@
 //! frames, room events, SFU events and timer ticks, and carries out the
 //! [`Action`]s it returns against the shared room and the SFU.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,9 @@ use crate::groups::{
     AuthContext, AuthError, Group, GroupError, GroupStore, StoredToken, TokenStore, authenticate,
 };
 use crate::session::{Action, GroupView, JoinInfo, Output, Session};
+use crate::whip::WhipSession;
 use crate::wire::{self, MAX_MESSAGE_SIZE, Message, Status};
+use crate::{recorder, recordings, whip};
 
 /// Settings of the Galène front end, under `[galene]` in the server's TOML.
 /// It is served on the web port, so it has no listen address of its own.
@@ -56,6 +59,9 @@ pub struct Config {
     /// The browser client page served at `/group/NAME/`; empty = a
     /// placeholder page.
     pub client_page: PathBuf,
+    /// Where the disk recorder writes (`<dir>/<group>/`); empty =
+    /// `<data dir>/recordings`.
+    pub recordings_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -70,6 +76,7 @@ impl Default for Config {
             tls: true,
             ice_servers: Vec::new(),
             client_page: PathBuf::new(),
+            recordings_dir: PathBuf::new(),
         }
     }
 }
@@ -91,22 +98,27 @@ const LOBBY: &str = r#"{
 }
 "#;
 
-struct Inner {
-    config: Config,
-    rooms: Rooms,
-    sfu: rtc::Sfu,
-    groups: GroupStore,
-    tokens: TokenStore,
-    auth: AuthContext,
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) rooms: Rooms,
+    pub(crate) sfu: rtc::Sfu,
+    pub(crate) groups: GroupStore,
+    pub(crate) tokens: TokenStore,
+    pub(crate) auth: AuthContext,
     /// One password hash per CPU at a time, so a login storm can not starve
     /// the runtime's blocking pool.
-    hashing: tokio::sync::Semaphore,
+    pub(crate) hashing: tokio::sync::Semaphore,
+    pub(crate) recordings_dir: PathBuf,
+    /// Running disk recorders, by group name.
+    pub(crate) recorders: parking_lot::Mutex<HashMap<String, recorder::Running>>,
+    /// Live WHIP publications, by resource id.
+    pub(crate) whip: parking_lot::Mutex<HashMap<String, WhipSession>>,
 }
 
 /// Everything the Galène routes need; cheap to clone.
 #[derive(Clone)]
 pub struct GaleneState {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl GaleneState {
@@ -134,8 +146,16 @@ impl GaleneState {
             std::fs::write(&lobby, LOBBY).map_err(io)?;
         }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let recordings_dir = if config.recordings_dir.as_os_str().is_empty() {
+            data_dir.join("recordings")
+        } else {
+            config.recordings_dir.clone()
+        };
         Ok(GaleneState {
             inner: Arc::new(Inner {
+                recordings_dir,
+                recorders: parking_lot::Mutex::new(HashMap::new()),
+                whip: parking_lot::Mutex::new(HashMap::new()),
                 auth: AuthContext {
                     canonical_host: config.canonical_host.clone(),
                 },
@@ -147,6 +167,41 @@ impl GaleneState {
                 hashing: tokio::sync::Semaphore::new(cpus),
             }),
         })
+    }
+
+    /// Where recordings live; group G's files are in `G/` below.
+    pub fn recordings_dir(&self) -> &Path {
+        &self.inner.recordings_dir
+    }
+
+    /// Whether the disk recorder is running in `group`.
+    pub fn is_recording(&self, group: &str) -> bool {
+        self.inner.recorders.lock().contains_key(group)
+    }
+
+    /// Starts the disk recorder of `room`; false if it is running already.
+    fn start_recording(&self, room: &Arc<Room>) -> bool {
+        let mut recorders = self.inner.recorders.lock();
+        if recorders.contains_key(room.name()) {
+            return false;
+        }
+        let dir = self.inner.recordings_dir.join(room.name());
+        let running = recorder::start(self.inner.sfu.clone(), room.clone(), dir);
+        recorders.insert(room.name().to_owned(), running);
+        true
+    }
+
+    /// Stops the disk recorder of `group` once its files are finalised;
+    /// false if it was not running.
+    async fn stop_recording(&self, group: &str) -> bool {
+        let running = self.inner.recorders.lock().remove(group);
+        match running {
+            Some(r) => {
+                r.stop().await;
+                true
+            }
+            None => false,
+        }
     }
 
     fn rtc_configuration(&self) -> Option<Value> {
@@ -220,16 +275,26 @@ impl GaleneState {
 }
 
 /// The routes: `/ws`, `/group/NAME/...` (`.status`, `.status.json`, the
-/// client page), `/public-groups.json`. Merge into the web router.
+/// client page, `.whip` ingest), `/public-groups.json`, `/recordings/...`.
+/// Merge into the web router.
 pub fn router(state: GaleneState) -> Router {
     Router::new()
         .route("/ws", get(ws_handler))
         .route("/public-groups.json", get(public_groups))
-        .route("/group/{*path}", get(group_path))
+        .route(
+            "/group/{*path}",
+            get(group_path)
+                .post(whip::handle)
+                .patch(whip::handle)
+                .delete(whip::handle)
+                .options(whip::handle),
+        )
+        .route("/recordings", any(recordings::root))
+        .route("/recordings/{*path}", any(recordings::handle))
         .with_state(state)
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -238,7 +303,7 @@ fn not_found() -> Response {
         .into_response()
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     match HeaderValue::from_str(to) {
         Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
         Err(_) => StatusCode::BAD_REQUEST.into_response(),
@@ -363,7 +428,7 @@ async fn public_groups(State(state): State<GaleneState>, headers: HeaderMap) -> 
     json_response(&list)
 }
 
-fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
+pub(crate) fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
@@ -684,12 +749,22 @@ impl Connection {
                     m.room.unlock();
                 }
             }
-            Action::Record | Action::Unrecord => {
-                let me = self.session.client_id().to_owned();
-                self.session.send(Message::error(
-                    &me,
-                    "recording is not available on this server",
-                ));
+            Action::Record => {
+                if let Some(m) = &self.membership
+                    && !self.state.start_recording(&m.room)
+                {
+                    let me = self.session.client_id().to_owned();
+                    self.session.send(Message::error(&me, "already recording"));
+                }
+            }
+            Action::Unrecord => {
+                let Some(name) = self.membership.as_ref().map(|m| m.room.name().to_owned()) else {
+                    return;
+                };
+                if !self.state.stop_recording(&name).await {
+                    let me = self.session.client_id().to_owned();
+                    self.session.send(Message::error(&me, "not recording"));
+                }
             }
             Action::Subgroups => {
                 if let Some(m) = &self.membership {
