@@ -35,6 +35,8 @@ cargo build --workspace --all-targets
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_dir"
 log="$target_dir/test-output.txt"
+# The Node suites start the server binary this build made.
+export SWITCHYARD_BIN="$(cd "$target_dir" && pwd)/debug/switchyard"
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

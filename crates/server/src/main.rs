@@ -7,6 +7,7 @@
 mod config;
 mod tls;
 mod web;
+mod webui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -390,6 +391,10 @@ async fn serve(config: Config, data: PathBuf) -> anyhow::Result<()> {
         }
     }
 
+    // The browser client; it dresses the Galène group pages.
+    let app = app
+        .merge(webui::router())
+        .layer(axum::middleware::from_fn(webui::group_page));
     let web_addr = config.web.listen;
     let handle = axum_server::Handle::new();
     let web_task = if config.web.plain_http {

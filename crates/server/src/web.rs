@@ -442,6 +442,8 @@ td,th{{padding:.5rem;border-bottom:1px solid #e3e6eb;text-align:left}} .n{{width
 <table><thead><tr><th>#</th><th>Channel</th><th>Now</th><th class=next>Next</th><th></th></tr></thead>
 <tbody>
 {rows}</tbody></table>
+<h2>Meetings</h2>
+<p><a href="/group/lobby/">Join the lobby</a> or see <a href="/web/">all public rooms</a>.</p>
 <p>Open a stream in VLC or ffplay, or the whole <a href="/playlist">playlist</a>. Guide: <a href="/xmltv">XMLTV</a>, <a href="/api/epg">JSON</a>.</p>
 </main></body></html>"#
     ))
