@@ -31,7 +31,7 @@ async function videoFrom(p, username) {
     return (await inbound(p)).find((r) => r.username === username && r.kind === 'video' && r.framesDecoded > 0);
 }
 
-test('a low-bandwidth subscriber gets the low simulcast layer', { todo: 'fails against main: layer not observed as low yet; fix next session' }, async () => {
+test('a low-bandwidth subscriber gets the low simulcast layer', async () => {
     const alice = await page('alice', 'both');
     await until('alice publishes', async () => alice.evaluate(() => window.switchyard.conn.up.size === 1));
     const sim = await alice.evaluate(() => {
@@ -52,8 +52,10 @@ test('a low-bandwidth subscriber gets the low simulcast layer', { todo: 'fails a
     }, 40000);
     assert.ok(high.frameWidth >= 2 * low.frameWidth - 2, `high ${high.frameWidth} vs low ${low.frameWidth}`);
     // Switching while watching: carol goes low, bob back to everything.
-    // (The pause lets the subscriptions settle: a switch requested within a
-    // second or two of subscribing is lost by the SFU today, see the report.)
+    // The pauses keep switches apart: today a layer switch requested within
+    // a second or two of another subscription or switch sometimes never
+    // completes (the subscriber stays on the old layer; probably a keyframe
+    // request the publisher ignores and the SFU does not repeat).
     await sleep(3000);
     await carol.click('#settings-button');
     await carol.selectOption('#receive-select', 'low');
@@ -62,6 +64,7 @@ test('a low-bandwidth subscriber gets the low simulcast layer', { todo: 'fails a
         const v = await videoFrom(carol, 'alice');
         return v && v.frameWidth === low.frameWidth ? v : null;
     }, 40000);
+    await sleep(3000);
     await bob.click('#settings-button');
     await bob.selectOption('#receive-select', 'all');
     await bob.click('#settings .dialog-buttons button');
