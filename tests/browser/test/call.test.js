@@ -126,3 +126,21 @@ test('the grid adapts to three and four participants', async () => {
     await sleep(300);
     await carol.screenshot({ path: artifact('grid-people-panel.png') });
 });
+
+test('private messages reach only their addressee; a raised hand shows', async () => {
+    await alice.click('.tab[data-tab="chat"]').catch(() => {});
+    if (!(await alice.isVisible('#tab-chat'))) await alice.click('#chat-button');
+    await alice.selectOption('#chat-dest', { label: 'bob' });
+    await alice.fill('#chat-input', 'just for you');
+    await alice.press('#chat-input', 'Enter');
+    await until('bob gets the private message', async () => bob.$$eval('#messages li.msg.private', (l) =>
+        l.some((li) => li.querySelector('.text').textContent === 'just for you' && li.querySelector('.from').textContent === 'alice')));
+    assert.ok(await alice.$$eval('#messages li.msg.private.mine .badge', (l) => l.some((b) => b.textContent === 'to bob')));
+    const carolPage = browsers[2].page;
+    const carolTexts = await carolPage.$$eval('#messages li.msg .text', (l) => l.map((x) => x.textContent));
+    assert.ok(!carolTexts.includes('just for you'), 'carol does not see it');
+    await carolPage.click('#hand-button');
+    if (!(await alice.isVisible('#tab-people'))) await alice.click('.tab[data-tab="people"]');
+    await until('alice sees carol\'s hand', async () => alice.$('#user-list li[data-username="carol"] .st.hand'));
+    await until('and on her tile', async () => alice.isVisible('.tile[data-username="carol"] .tile-hand'));
+});
