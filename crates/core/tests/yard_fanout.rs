@@ -448,10 +448,10 @@ async fn sources_start_on_demand_and_stop_after_the_grace_period() {
     let t0 = Instant::now();
     first_program(&mut r).await;
     let first_video = loop {
-        if let ReaderEvent::Frame(f) = next(&mut r, "cached frames").await {
-            if f.pid == VIDEO_PID {
-                break f;
-            }
+        if let ReaderEvent::Frame(f) = next(&mut r, "cached frames").await
+            && f.pid == VIDEO_PID
+        {
+            break f;
         }
     };
     assert_eq!(first_video.kind, FrameKind::Key);
