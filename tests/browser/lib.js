@@ -108,13 +108,16 @@ async function startServer({ groups = {}, port = null, dataDir = null } = {}) {
     return {
         url, port, data, proc,
         log: () => fs.readFileSync(path.join(data, 'server.log'), 'utf8'),
-        async stop() {
-            if (proc.exitCode !== null) return;
-            const gone = new Promise((r) => proc.once('exit', r));
-            proc.kill('SIGTERM');
-            const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
-            await gone;
-            clearTimeout(t);
+        /** Stops the server; the data folder goes too unless `keep` (to restart on it). */
+        async stop({ keep = false } = {}) {
+            if (proc.exitCode === null) {
+                const gone = new Promise((r) => proc.once('exit', r));
+                proc.kill('SIGTERM');
+                const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
+                await gone;
+                clearTimeout(t);
+            }
+            if (!keep && !process.env.KEEP_DATA) fs.rmSync(data, { recursive: true, force: true });
         },
     };
 }

@@ -69,7 +69,7 @@ test('a full room says so', async () => {
     assert.equal(r.error, 'The room is full. Please try again later.');
 });
 
-test('a missing room says so', { todo: 'flaky against main; fix next session' }, async () => {
+test('a missing room says so', async () => {
     const p = await browser();
     const resp = await p.goto(`${server.url}/group/nosuchroom/`);
     assert.equal(resp.status(), 404);

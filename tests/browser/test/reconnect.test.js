@@ -26,7 +26,7 @@ test('the client reconnects after the server restarts', async () => {
     }
     await waitMediaFrom(pages[1], 'alice');
     const { port, data } = server;
-    await server.stop();
+    await server.stop({ keep: true });
     await pages[0].waitForSelector('#banner', { state: 'visible', timeout: 10000 });
     assert.match(await pages[0].textContent('#banner-text'), /Connection lost/);
     assert.equal(await pages[0].textContent('#conn-state'), 'offline');

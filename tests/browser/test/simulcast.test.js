@@ -31,7 +31,7 @@ async function videoFrom(p, username) {
     return (await inbound(p)).find((r) => r.username === username && r.kind === 'video' && r.framesDecoded > 0);
 }
 
-test('a low-bandwidth subscriber gets the low simulcast layer', { todo: 'flaky against main; fix next session' }, async () => {
+test('a low-bandwidth subscriber gets the low simulcast layer', async () => {
     const alice = await page('alice', 'both');
     await until('alice publishes', async () => alice.evaluate(() => window.switchyard.conn.up.size === 1));
     const sim = await alice.evaluate(() => {
