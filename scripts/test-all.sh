@@ -11,7 +11,7 @@ need=()
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 # The browser tests drive Debian's Chromium with playwright-core.
 if [ -f tests/browser/package.json ]; then
-  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
