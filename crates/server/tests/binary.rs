@@ -38,18 +38,27 @@ struct Server {
     child: Child,
     base: String,
     dir: tempfile::TempDir,
+    client: reqwest::Client,
 }
 
 impl Server {
     async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::launch(tempfile::tempdir().unwrap(), false).await
+    }
+
+    /// Start in `dir` (its config and data folder), with `--http` unless
+    /// `https`, in which case the client accepts the self-signed certificate.
+    async fn launch(dir: tempfile::TempDir, https: bool) -> Server {
         let port = free_port();
         let config = dir.path().join("switchyard.toml");
         std::fs::write(&config, config_text(port, "")).unwrap();
         // Logs go to stdout with the banner; both into one file.
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--http")
+        let mut command = Command::new(BIN);
+        if !https {
+            command.arg("--http");
+        }
+        let child = command
             .arg("--data")
             .arg(dir.path().join("data"))
             .arg("--config")
@@ -60,15 +69,20 @@ impl Server {
             .stderr(log)
             .spawn()
             .unwrap();
+        let scheme = if https { "https" } else { "http" };
         let server = Server {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             dir,
+            client: reqwest::Client::builder()
+                .danger_accept_invalid_certs(https)
+                .build()
+                .unwrap(),
         };
         // Up when /healthz answers (bounded: 20 s for a debug build on a busy machine).
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(server.url("/healthz")).await
+            if let Ok(r) = server.client.get(server.url("/healthz")).send().await
                 && r.status() == 200
             {
                 return server;
@@ -91,7 +105,7 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> (u16, String, String) {
-        let r = reqwest::get(self.url(path)).await.unwrap();
+        let r = self.client.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
         let ctype = r
             .headers()
@@ -551,4 +565,53 @@ fn help_shows_examples() {
     assert!(out.contains("switchyard --config"), "{out}");
     assert!(out.contains("--print-config"), "{out}");
     assert!(out.contains("/stream/channel/1"), "{out}");
+}
+
+#[tokio::test]
+async fn https_uses_a_self_signed_certificate_made_once_and_the_banner_names_the_urls() {
+    let mut server = Server::launch(tempfile::tempdir().unwrap(), true).await;
+    let cert_path = server.dir.path().join("data").join("cert.pem");
+    let cert = std::fs::read_to_string(&cert_path).expect("cert.pem in the data folder");
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+
+    // TV over HTTPS, not only the health check.
+    let (status, ctype, playlist) = server.get("/playlist").await;
+    assert_eq!(status, 200, "{playlist}");
+    assert!(ctype.contains("mpegurl"), "{ctype}");
+    assert!(
+        playlist.contains(&server.url("/stream/channel/")),
+        "{playlist}"
+    );
+
+    // The banner names each listener with its URL and every channel's stream.
+    let log = server.log();
+    for line in [
+        format!("web        {}/", server.base),
+        format!("TV (HTTP)  {}/playlist", server.base),
+        format!("{}/stream/channel/1", server.base),
+        format!("{}/stream/channel/2", server.base),
+    ] {
+        assert!(log.contains(&line), "banner lacks {line:?}:\n{log}");
+    }
+
+    // Plain HTTP on the TLS port is not served.
+    let plain = server.url("/healthz").replacen("https://", "http://", 1);
+    assert!(
+        reqwest::get(&plain).await.is_err(),
+        "plain HTTP answered on the HTTPS port"
+    );
+
+    // A second start in the same data folder keeps the certificate.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+    drop(server);
+    let again = Server::launch(dir, true).await;
+    let (status, _, _) = again.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        std::fs::read_to_string(&cert_path).unwrap(),
+        cert,
+        "certificate regenerated"
+    );
 }
