@@ -438,6 +438,11 @@ impl OwtState {
                         tracing::debug!(peer, error = %e, "owt pause failed");
                     }
                 }
+                MediaCommand::SwitchSource { peer, kind, from } => {
+                    if let Err(e) = sfu.switch_source(&peer, kind, &from).await {
+                        tracing::warn!(peer, from, error = %e, "owt source switch failed");
+                    }
+                }
                 MediaCommand::SetLayer { peer, rid } => {
                     if let Err(e) = sfu.set_layer(&peer, rtc::Layer::Rid(rid)).await {
                         tracing::debug!(peer, error = %e, "owt layer change failed");

@@ -98,6 +98,12 @@ pub enum MediaCommand {
         peer: String,
         rid: String,
     },
+    /// Forward another stream of the room on a subscription's `kind` track.
+    SwitchSource {
+        peer: String,
+        kind: rtc::Kind,
+        from: String,
+    },
 }
 
 /// Results of [`MediaCommand`]s and the SFU's own events.
@@ -962,6 +968,49 @@ impl Portal {
         Ok(Some(Ack::ok_with(json!({"id": id}))))
     }
 
+    /// The `from` changes an `update` asks for, checked against the room's
+    /// streams: the new source must have the kind, in the codec the
+    /// subscriber already receives (an SFU cannot transcode).
+    fn source_switches(
+        sub: &Sub,
+        data: &Value,
+        streams: &[rtc::StreamInfo],
+    ) -> Result<Vec<(rtc::Kind, String)>, String> {
+        let mut switches = Vec::new();
+        for (kind, current) in [
+            (rtc::Kind::Audio, &sub.audio_from),
+            (rtc::Kind::Video, &sub.video_from),
+        ] {
+            let Some(from) = data.get(kind.as_str()).and_then(|k| k.get("from")) else {
+                continue;
+            };
+            let name = kind.as_str();
+            let unsatisfied =
+                || format!("Target {name} stream does NOT satisfy:Requested {name} stream");
+            let from = from.as_str().ok_or_else(unsatisfied)?;
+            let Some(current) = current else {
+                return Err(unsatisfied());
+            };
+            if from == current {
+                continue;
+            }
+            let track_of = |id: &str| {
+                streams
+                    .iter()
+                    .find(|s| s.id == id)
+                    .and_then(|s| s.track(kind))
+            };
+            let target = track_of(from).ok_or_else(unsatisfied)?;
+            if track_of(current).is_some_and(|t| t.codec != target.codec) {
+                return Err(format!(
+                    "Target {name} stream does NOT satisfy:Format is not acceptable"
+                ));
+            }
+            switches.push((kind, from.to_owned()));
+        }
+        Ok(switches)
+    }
+
     fn kinds(data: Option<&Value>) -> Result<Vec<rtc::Kind>, String> {
         match data.and_then(Value::as_str) {
             Some("audio") => Ok(vec![rtc::Kind::Audio]),
@@ -1084,36 +1133,11 @@ impl Portal {
                 Ok(Some(Ack::ok()))
             }
             _ => {
-                // update: an SFU can switch simulcast layers, not sources or encodings.
+                // update: an SFU can switch sources (same codec) and simulcast
+                // layers, not re-encode.
                 let data = c.data.unwrap_or(Value::Null);
-                if data
-                    .get("audio")
-                    .and_then(|a| a.get("from"))
-                    .is_some_and(|f| {
-                        Some(f)
-                            != sub
-                                .audio_from
-                                .as_ref()
-                                .map(|s| Value::from(s.as_str()))
-                                .as_ref()
-                    })
-                {
-                    return Err(
-                        "Target audio stream does NOT satisfy:Source switching is not supported"
-                            .into(),
-                    );
-                }
+                let switches = Self::source_switches(sub, &data, &shared.streams(&sub.room))?;
                 let video = data.get("video");
-                if video
-                    .and_then(|v| v.get("from"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|f| Some(f) != sub.video_from.as_deref())
-                {
-                    return Err(
-                        "Target video stream does NOT satisfy:Source switching is not supported"
-                            .into(),
-                    );
-                }
                 if video
                     .and_then(|v| v.get("parameters"))
                     .is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty()))
@@ -1146,6 +1170,21 @@ impl Portal {
                             out.push(Output::Media(MediaCommand::SetLayer {
                                 peer: peer.clone(),
                                 rid: rid.to_owned(),
+                            }));
+                        }
+                    }
+                }
+                if let Some(sub) = self.subscriptions.get_mut(&c.id) {
+                    for (kind, from) in switches {
+                        match kind {
+                            rtc::Kind::Audio => sub.audio_from = Some(from.clone()),
+                            rtc::Kind::Video => sub.video_from = Some(from.clone()),
+                        }
+                        if let Some(peer) = &sub.peer {
+                            out.push(Output::Media(MediaCommand::SwitchSource {
+                                peer: peer.clone(),
+                                kind,
+                                from,
                             }));
                         }
                     }
@@ -1945,6 +1984,79 @@ mod tests {
         fn kick(&mut self, _room: &str, _id: &str) -> bool {
             false
         }
+    }
+
+    fn stream(id: &str, video_codec: &str) -> rtc::StreamInfo {
+        let track = |kind, codec: &str| rtc::TrackInfo {
+            kind,
+            codec: codec.into(),
+            profile: None,
+            clock_rate: if kind == rtc::Kind::Audio {
+                48000
+            } else {
+                90000
+            },
+            channels: None,
+            mid: String::new(),
+            simulcast_rids: Vec::new(),
+        };
+        rtc::StreamInfo {
+            id: id.into(),
+            room: "r".into(),
+            owner: rtc::ParticipantRef::default(),
+            label: "camera".into(),
+            tracks: vec![
+                track(rtc::Kind::Audio, "opus"),
+                track(rtc::Kind::Video, video_codec),
+            ],
+            audio_paused: false,
+            video_paused: false,
+        }
+    }
+
+    #[test]
+    fn update_from_needs_the_kind_in_the_same_codec() {
+        let sub = Sub {
+            owner: "p".into(),
+            room: "r".into(),
+            audio_from: Some("a".into()),
+            video_from: Some("a".into()),
+            rid: None,
+            peer: None,
+            offered: false,
+            pending_candidates: Vec::new(),
+            ready_sent: false,
+        };
+        let streams = [stream("a", "vp8"), stream("b", "vp8"), stream("h", "h264")];
+        let switch = |data: Value| Portal::source_switches(&sub, &data, &streams);
+        assert_eq!(
+            switch(json!({"audio": {"from": "b"}, "video": {"from": "b"}})),
+            Ok(vec![
+                (rtc::Kind::Audio, "b".into()),
+                (rtc::Kind::Video, "b".into())
+            ])
+        );
+        assert_eq!(switch(json!({"video": {"from": "a"}})), Ok(vec![]));
+        assert_eq!(
+            switch(json!({"video": {"from": "h"}})),
+            Err("Target video stream does NOT satisfy:Format is not acceptable".into())
+        );
+        assert_eq!(
+            switch(json!({"audio": {"from": "h"}})),
+            Ok(vec![(rtc::Kind::Audio, "h".into())])
+        );
+        assert_eq!(
+            switch(json!({"video": {"from": 7}})),
+            Err("Target video stream does NOT satisfy:Requested video stream".into())
+        );
+        let audio_only = Sub {
+            video_from: None,
+            ..sub
+        };
+        assert_eq!(
+            Portal::source_switches(&audio_only, &json!({"video": {"from": "b"}}), &streams),
+            Err("Target video stream does NOT satisfy:Requested video stream".into())
+        );
     }
 
     fn portal() -> Portal {

@@ -833,6 +833,14 @@ impl Engine {
             } => {
                 let _ = reply.send(self.pause(&id, kind, paused, now));
             }
+            Command::SwitchSource {
+                id,
+                kind,
+                from,
+                reply,
+            } => {
+                let _ = reply.send(self.switch_source(&id, kind, &from, now));
+            }
             Command::Tap { id, sink, reply } => {
                 let _ = reply.send(self.tap(&id, sink, now));
             }
@@ -1167,6 +1175,87 @@ impl Engine {
         }
         for (source, mid, rid) in switches {
             self.keyframe(&source, mid, rid, now, false);
+        }
+        Ok(())
+    }
+
+    /// Points a subscription's track of `kind` at another stream of the same
+    /// room and codec (OWT `subscription-control` update of `from`). The
+    /// subscriber keeps its m-line and SSRC; it switches at the new source's
+    /// next keyframe, with the timeline re-anchored so timestamps run on.
+    fn switch_source(
+        &mut self,
+        id: &str,
+        kind: Kind,
+        from: &str,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let room = match self.peers.get(id) {
+            Some(Peer {
+                role: Role::Subscriber(_),
+                room,
+                ..
+            }) => room.clone(),
+            _ => return Err(Error::NoSuchPeer(id.to_string())),
+        };
+        let (source_mid, codec, rids, rates) = match self.peers.get(from) {
+            Some(Peer {
+                role: Role::Publisher(p),
+                room: r,
+                ..
+            }) if *r == room && p.ready => {
+                let up = p
+                    .tracks
+                    .iter()
+                    .find(|t| t.kind == kind && t.params.is_some())
+                    .ok_or_else(|| Error::NoSuchTrack(from.to_string(), kind.as_str()))?;
+                let codec = up.params.map(|p| p.spec().codec);
+                (up.mid, codec, up.rids.clone(), up.rates.clone())
+            }
+            _ => return Err(Error::NoSuchStream(from.to_string())),
+        };
+        let Some(Peer {
+            role: Role::Subscriber(s),
+            ..
+        }) = self.peers.get_mut(id)
+        else {
+            return Err(Error::NoSuchPeer(id.to_string()));
+        };
+        let t = s
+            .tracks
+            .iter_mut()
+            .find(|t| t.kind == kind)
+            .ok_or_else(|| Error::NoSuchTrack(id.to_string(), kind.as_str()))?;
+        if codec != Some(t.codec) {
+            return Err(Error::CodecMismatch(from.to_string()));
+        }
+        let old = std::mem::replace(&mut t.source, from.to_string());
+        t.source_mid = source_mid;
+        t.target = choose_encoding(&s.layer, &rids, &rates, None, s.bwe);
+        t.rids = rids;
+        t.current = None;
+        t.need_keyframe = kind == Kind::Video;
+        let target = rid_of(&t.rids, t.target);
+        let still_reads_old = s.tracks.iter().any(|t| t.source == old);
+        if !still_reads_old
+            && let Some(Peer {
+                role: Role::Publisher(p),
+                ..
+            }) = self.peers.get_mut(&old)
+        {
+            p.subscribers.retain(|x| x != id);
+        }
+        if let Some(Peer {
+            role: Role::Publisher(p),
+            ..
+        }) = self.peers.get_mut(from)
+            && !p.subscribers.iter().any(|x| x == id)
+        {
+            p.subscribers.push(id.to_string());
+        }
+        tracing::info!(peer = %id, kind = kind.as_str(), from, "subscription source switched");
+        if kind == Kind::Video {
+            self.keyframe(from, source_mid, target, now, false);
         }
         Ok(())
     }

@@ -152,6 +152,8 @@ pub enum Error {
     Sdp(String),
     #[error("no acceptable codec in the offer")]
     NoCodec,
+    #[error("stream {0} uses another codec")]
+    CodecMismatch(String),
     #[error("bad ICE candidate: {0}")]
     Candidate(String),
     #[error("stream {0} does not exist")]
@@ -659,6 +661,22 @@ impl Sfu {
             id: id.to_string(),
             kind,
             paused,
+            reply: tx,
+        };
+        self.call(w, cmd, rx).await
+    }
+
+    /// Makes a subscription's `kind` track forward another stream of the same
+    /// room with the same codec (OWT `subscription-control` update with
+    /// `from`); the switch happens at that stream's next keyframe, which is
+    /// asked for.
+    pub async fn switch_source(&self, id: &str, kind: Kind, from: &str) -> Result<(), Error> {
+        let w = self.worker_of(id)?;
+        let (tx, rx) = oneshot::channel();
+        let cmd = worker::Command::SwitchSource {
+            id: id.to_string(),
+            kind,
+            from: from.to_string(),
             reply: tx,
         };
         self.call(w, cmd, rx).await

@@ -71,6 +71,12 @@ pub(crate) enum Command {
         paused: bool,
         reply: Reply<()>,
     },
+    SwitchSource {
+        id: String,
+        kind: Kind,
+        from: String,
+        reply: Reply<()>,
+    },
     Tap {
         id: String,
         sink: mpsc::Sender<TapFrame>,

@@ -548,3 +548,98 @@ async fn auto_layer_drops_to_low_when_the_estimate_falls() {
         sfu.stats(&sub.id)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_switches_to_another_stream_of_the_room() {
+    let (sfu, _stop) = sfu();
+    let (_first, a) = publish(&sfu, "room", light()).await;
+    let (second, b) = publish(&sfu, "room", light()).await;
+    let sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&a.id))
+        .await
+        .unwrap();
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
+        .await
+        .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver.wait_for(LIMIT, |r| r.video_frames >= 10).await,
+        "receiver got {:?}",
+        receiver.report()
+    );
+
+    // Same codec, same room: both kinds move to the second stream, whose
+    // publisher is asked for a keyframe.
+    let asked = second.report().keyframe_requests_received;
+    sfu.switch_source(&sub.id, Kind::Video, &b.id)
+        .await
+        .unwrap();
+    sfu.switch_source(&sub.id, Kind::Audio, &b.id)
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    while second.report().keyframe_requests_received == asked {
+        assert!(
+            start.elapsed() < LIMIT,
+            "no keyframe asked of the new source"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The first stream going away no longer ends the subscription: it reads
+    // the second one, on the same m-lines.
+    sfu.close(&a.id).await;
+    let before = receiver.report();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= before.video_frames + 30
+                && r.audio_frames >= before.audio_frames + 30
+                && r.video_keyframes > before.video_keyframes)
+            .await,
+        "after the switch the receiver got {:?} (before {before:?})",
+        receiver.report()
+    );
+    assert!(
+        sfu.stats(&sub.id).is_some(),
+        "subscription ended with its old source"
+    );
+
+    // Unknown streams and kinds the subscription lacks are refused.
+    let err = sfu
+        .switch_source(&sub.id, Kind::Video, &a.id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), format!("stream {} does not exist", a.id));
+    let err = sfu
+        .switch_source("nope", Kind::Video, &b.id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchPeer(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_a_stream_of_another_codec_is_refused() {
+    let (sfu, _stop) = sfu();
+    let (_vp8, a) = publish(&sfu, "room", light()).await;
+    let h264 = TestPeerConfig {
+        h264: true,
+        ..light()
+    };
+    let (_h264, b) = publish(&sfu, "room", h264).await;
+    let sub = sfu
+        .subscribe("room", who("bob"), SubscribeOptions::both(&a.id))
+        .await
+        .unwrap();
+    let err = sfu
+        .switch_source(&sub.id, Kind::Video, &b.id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("stream {} uses another codec", b.id)
+    );
+    // Audio is Opus on both: that switch is fine.
+    sfu.switch_source(&sub.id, Kind::Audio, &b.id)
+        .await
+        .unwrap();
+}

@@ -197,3 +197,29 @@ test('46: a Galène publication reaches an OWT subscriber', async () => {
   await waitReport(sub.peer, (x) => x.videoFrames > 5);
   b.close();
 });
+
+test('12.3: subscription-control update switches the source of each kind', async () => {
+  const a = await loggedIn(srv, room._id, 'switch-a');
+  const c = await loggedIn(srv, room._id, 'switch-c');
+  const b = await loggedIn(srv, room._id, 'switch-watch', 'viewer');
+  const first = await publish(a);
+  const second = await publish(c);
+  const sub = await subscribe(b, { audio: { from: first.id }, video: { from: first.id } });
+  await waitReport(sub.peer, (r) => r.videoFrames > 5);
+
+  assert.deepEqual(await b.req('subscription-control', { id: sub.id, operation: 'update', data: { video: { from: 'nope' } } }),
+    ['error', 'Target video stream does NOT satisfy:Requested video stream']);
+  assert.deepEqual(await b.req('subscription-control', { id: sub.id, operation: 'update', data: { audio: { from: 'nope' } } }),
+    ['error', 'Target audio stream does NOT satisfy:Requested audio stream']);
+  const update = { audio: { from: second.id }, video: { from: second.id } };
+  assert.deepEqual(await b.req('subscription-control', { id: sub.id, operation: 'update', data: update }), ['ok']);
+
+  // The first publication ending no longer ends the subscription: it now reads the second.
+  assert.deepEqual(await a.req('unpublish', { id: first.id }), ['ok']);
+  await b.wait((e) => e.name === 'stream' && e.data.status === 'remove' && e.data.id === first.id);
+  const before = await report(sub.peer);
+  await waitReport(sub.peer, (r) => r.videoFrames > before.videoFrames + 20 && r.audioFrames > before.audioFrames + 20);
+  assert.ok(!b.events.some((e) => e.name === 'progress' && e.data.id === sub.id && e.data.status === 'error'),
+    'the switched subscription was ended with its old source');
+  [a, b, c].forEach((x) => x.close());
+});
