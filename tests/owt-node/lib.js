@@ -3,6 +3,7 @@
 'use strict';
 
 const { spawn } = require('node:child_process');
+const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const http = require('node:http');
 const path = require('node:path');
@@ -177,6 +178,69 @@ async function loggedIn(srv, roomId, user, role = 'presenter', generation = 2) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// ---- real WebRTC peers (str0m test peers run by the test server) ----
+
+const PUBLISH = {
+  media: {
+    audio: { source: 'mic' },
+    video: { source: 'camera', parameters: { resolution: { width: 640, height: 480 }, framerate: 30 } },
+  },
+  attributes: { label: 'camera' },
+};
+
+function splitCandidates(sdp) {
+  const lines = sdp.split('\r\n');
+  const cands = [...new Set(lines.filter((l) => l.startsWith('a=candidate')))];
+  return { sdp: lines.filter((l) => !l.startsWith('a=candidate')).join('\r\n'), cands };
+}
+
+async function report(srv, peer) {
+  return (await request(srv, 'GET', `/test/peers/${peer}/report`)).json;
+}
+
+async function waitReport(srv, peer, pred, ms = 10000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await report(srv, peer);
+    if (pred(r)) return r;
+    if (Date.now() > end) throw new Error(`peer report never satisfied: ${JSON.stringify(r)}`);
+    await sleep(200);
+  }
+}
+
+// Publish through `c` with a test peer; trickles the peer's candidates with the `a=` prefix.
+async function publish(srv, c, simulcast = []) {
+  const peer = (await request(srv, 'POST', '/test/peers', { kind: 'publisher', simulcast })).json;
+  assert.ok(peer.offer, JSON.stringify(peer));
+  const [s, r] = await c.req('publish', PUBLISH);
+  assert.equal(s, 'ok', r);
+  const { id } = r;
+  const { sdp, cands } = splitCandidates(peer.offer);
+  assert.deepEqual(await c.req('soac', { id, signaling: { type: 'offer', sdp } }), ['ok']);
+  const answer = await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'soac');
+  assert.equal((await request(srv, 'POST', `/test/peers/${peer.id}/answer`, { sdp: answer.data.data.sdp })).json.ok, true);
+  for (const candidate of cands) {
+    assert.deepEqual(await c.req('soac', { id, signaling: { type: 'candidate', candidate: { candidate, sdpMid: '0', sdpMLineIndex: 0 } } }), ['ok']);
+  }
+  await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'ready', 15000, 'publication ready');
+  return { id, peer: peer.id, answer: answer.data.data };
+}
+
+async function subscribe(srv, c, media) {
+  const peer = (await request(srv, 'POST', '/test/peers', { kind: 'receiver' })).json;
+  const [s, r] = await c.req('subscribe', { media });
+  assert.equal(s, 'ok', r);
+  const { id } = r;
+  assert.ok(!c.events.some((e) => e.name === 'progress' && e.data.id === id), 'progress before the ack');
+  assert.deepEqual(await c.req('soac', { id, signaling: { type: 'offer', sdp: peer.offer } }), ['ok']);
+  const answer = await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'soac');
+  assert.equal((await request(srv, 'POST', `/test/peers/${peer.id}/answer`, { sdp: answer.data.data.sdp })).json.ok, true);
+  await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'ready', 15000, 'subscription ready');
+  return { id, peer: peer.id, answer: answer.data.data };
+}
+
+const peers = { PUBLISH, report, waitReport, publish, subscribe };
+
 module.exports = {
-  startServer, mauthHeader, request, rest, createRoom, token, Client, loggedIn, sleep, USER_AGENT,
+  startServer, mauthHeader, request, rest, createRoom, token, Client, loggedIn, sleep, USER_AGENT, peers,
 };

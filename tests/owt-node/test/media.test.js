@@ -4,7 +4,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, request, rest, createRoom, token, Client, loggedIn, sleep } = require('../lib');
+const { startServer, request, rest, createRoom, token, Client, loggedIn, sleep, peers } = require('../lib');
 
 let srv;
 let room;
@@ -14,64 +14,11 @@ before(async () => {
 });
 after(async () => { if (srv) await srv.stop(); });
 
-const PUBLISH = {
-  media: {
-    audio: { source: 'mic' },
-    video: { source: 'camera', parameters: { resolution: { width: 640, height: 480 }, framerate: 30 } },
-  },
-  attributes: { label: 'camera' },
-};
-
-function splitCandidates(sdp) {
-  const lines = sdp.split('\r\n');
-  const cands = [...new Set(lines.filter((l) => l.startsWith('a=candidate')))];
-  return { sdp: lines.filter((l) => !l.startsWith('a=candidate')).join('\r\n'), cands };
-}
-
-async function report(peer) {
-  return (await request(srv, 'GET', `/test/peers/${peer}/report`)).json;
-}
-
-async function waitReport(peer, pred, ms = 10000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const r = await report(peer);
-    if (pred(r)) return r;
-    if (Date.now() > end) throw new Error(`peer report never satisfied: ${JSON.stringify(r)}`);
-    await sleep(200);
-  }
-}
-
-// Publish through `c` with a test peer; trickles the peer's candidates with the `a=` prefix.
-async function publish(c, simulcast = []) {
-  const peer = (await request(srv, 'POST', '/test/peers', { kind: 'publisher', simulcast })).json;
-  assert.ok(peer.offer, JSON.stringify(peer));
-  const [s, r] = await c.req('publish', PUBLISH);
-  assert.equal(s, 'ok', r);
-  const { id } = r;
-  const { sdp, cands } = splitCandidates(peer.offer);
-  assert.deepEqual(await c.req('soac', { id, signaling: { type: 'offer', sdp } }), ['ok']);
-  const answer = await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'soac');
-  assert.equal((await request(srv, 'POST', `/test/peers/${peer.id}/answer`, { sdp: answer.data.data.sdp })).json.ok, true);
-  for (const candidate of cands) {
-    assert.deepEqual(await c.req('soac', { id, signaling: { type: 'candidate', candidate: { candidate, sdpMid: '0', sdpMLineIndex: 0 } } }), ['ok']);
-  }
-  await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'ready', 15000, 'publication ready');
-  return { id, peer: peer.id, answer: answer.data.data };
-}
-
-async function subscribe(c, media) {
-  const peer = (await request(srv, 'POST', '/test/peers', { kind: 'receiver' })).json;
-  const [s, r] = await c.req('subscribe', { media });
-  assert.equal(s, 'ok', r);
-  const { id } = r;
-  assert.ok(!c.events.some((e) => e.name === 'progress' && e.data.id === id), 'progress before the ack');
-  assert.deepEqual(await c.req('soac', { id, signaling: { type: 'offer', sdp: peer.offer } }), ['ok']);
-  const answer = await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'soac');
-  assert.equal((await request(srv, 'POST', `/test/peers/${peer.id}/answer`, { sdp: answer.data.data.sdp })).json.ok, true);
-  await c.wait((e) => e.name === 'progress' && e.data.id === id && e.data.status === 'ready', 15000, 'subscription ready');
-  return { id, peer: peer.id, answer: answer.data.data };
-}
+// The str0m test peers that the test server runs, bound to this file's server.
+const report = (peer) => peers.report(srv, peer);
+const waitReport = (peer, pred, ms) => peers.waitReport(srv, peer, pred, ms);
+const publish = (c, simulcast) => peers.publish(srv, c, simulcast);
+const subscribe = (c, media) => peers.subscribe(srv, c, media);
 
 test('18-28: publish, announce, subscribe, control, unpublish', async () => {
   const a = await loggedIn(srv, room._id, 'publisher');
@@ -154,8 +101,11 @@ test('27: simulcast publication, subscriber picks a rid', async () => {
       || (e.data.status === 'update' && e.data.data.field === '.')), 15000, 'simulcast info');
   const info = upd.data.status === 'add' ? upd.data.data : upd.data.data.value;
   assert.deepEqual(info.media.video.original.map((o) => o.simulcastRid), ['h', 'l']);
-  const sub = await subscribe(b, { audio: false, video: { from: pub.id, simulcastRid: 'l' } });
-  await waitReport(sub.peer, (r) => r.videoFrames > 5 && r.videoEncoding === 1);
+  // Each rid is its own encoding: 'h' is the publisher's first, 'l' its second.
+  const low = await subscribe(b, { audio: false, video: { from: pub.id, simulcastRid: 'l' } });
+  const high = await subscribe(b, { audio: false, video: { from: pub.id, simulcastRid: 'h' } });
+  await waitReport(low.peer, (r) => r.videoFrames > 5 && r.videoEncoding === 1);
+  await waitReport(high.peer, (r) => r.videoFrames > 5 && r.videoEncoding === 0);
   [a, b].forEach((x) => x.close());
 });
 
@@ -195,6 +145,9 @@ test('46: a Galène publication reaches an OWT subscriber', async () => {
   assert.equal(add.data.data.media.video.source, 'camera');
   const sub = await subscribe(b, { audio: { from: g.id }, video: { from: g.id } });
   await waitReport(sub.peer, (x) => x.videoFrames > 5);
+  // 39: the management API lists the Galène publication with the OWT ones.
+  const list = await rest(srv, 'GET', `/v1.1/rooms/${r._id}/streams`);
+  assert.ok(list.json.some((s) => s.id === g.id && s.info.owner === 'gal-pub'), list.body);
   b.close();
 });
 

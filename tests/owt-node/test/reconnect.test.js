@@ -4,7 +4,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, createRoom, Client, loggedIn, sleep } = require('../lib');
+const { startServer, createRoom, Client, loggedIn, sleep, peers } = require('../lib');
 
 let srv;
 let room;
@@ -54,8 +54,14 @@ test('30: relogin within the window keeps the participant and replays notificati
 test('31: without relogin the participant leaves when the window ends', async () => {
   const a = await loggedIn(srv, room._id, 'watcher');
   const b = await loggedIn(srv, room._id, 'vanishing');
+  const pub = await peers.publish(srv, b);
+  await a.wait((e) => e.name === 'stream' && e.data.status === 'add' && e.data.id === pub.id);
   cut(b);
+  await sleep(1500);
+  assert.ok(!a.events.some((e) => e.name === 'stream' && e.data.status === 'remove'), 'stream removed inside the window');
   const leave = await a.wait((e) => e.name === 'participant' && e.data.action === 'leave' && e.data.data === b.id, 8000, 'leave');
   assert.ok(leave);
+  // Its publications go with it.
+  await a.wait((e) => e.name === 'stream' && e.data.status === 'remove' && e.data.id === pub.id, 5000, 'stream remove');
   [a, b].forEach((x) => x.close());
 });
