@@ -5,6 +5,9 @@
 const { spawn } = require('node:child_process');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
 const http = require('node:http');
 const path = require('node:path');
 const readline = require('node:readline');
@@ -43,6 +46,50 @@ function startServer(env = {}) {
     });
     child.once('exit', (code) => reject(new Error(`test server exited with ${code}`)));
   });
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+// Start the real `switchyard` binary (SWITCHYARD_BIN, else the debug build) on a free
+// loopback port with Galène and OWT on and the TV doors off; resolves to
+// {port, serviceId, serviceKey, url, stop()} like startServer.
+async function startSwitchyard() {
+  const target = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+  const bin = process.env.SWITCHYARD_BIN || path.join(target, 'debug', 'switchyard');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-owt-'));
+  const port = await freePort();
+  const config = path.join(dir, 'switchyard.toml');
+  fs.writeFileSync(config, [
+    '[web]', `listen = "127.0.0.1:${port}"`,
+    '[rtc]', 'port_base = 0', 'host_addresses = ["127.0.0.1"]',
+    '[htsp]', 'enabled = false', '[heliostv]', 'enabled = false', '[movie]', 'enabled = false',
+  ].join('\n') + '\n');
+  const data = path.join(dir, 'data');
+  const child = spawn(bin, ['--http', '--config', config, '--data', data], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  const info = { port, url: `http://127.0.0.1:${port}` };
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`switchyard exited with ${child.exitCode}`);
+    const up = await request(info, 'GET', '/healthz').then((r) => r.status === 200, () => false);
+    if (up) break;
+    if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error('switchyard did not start'); }
+    await sleep(100);
+  }
+  const keys = JSON.parse(fs.readFileSync(path.join(data, 'owt-keys.json'), 'utf8'));
+  info.serviceId = keys.service_id;
+  info.serviceKey = keys.service_key;
+  info.stop = () => new Promise((res) => {
+    child.once('exit', () => { fs.rmSync(dir, { recursive: true, force: true }); res(); });
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+  });
+  return info;
 }
 
 function mauthHeader(serviceId, serviceKey, userRole) {
@@ -242,5 +289,5 @@ async function subscribe(srv, c, media) {
 const peers = { PUBLISH, report, waitReport, publish, subscribe };
 
 module.exports = {
-  startServer, mauthHeader, request, rest, createRoom, token, Client, loggedIn, sleep, USER_AGENT, peers,
+  startServer, startSwitchyard, mauthHeader, request, rest, createRoom, token, Client, loggedIn, sleep, USER_AGENT, peers,
 };
