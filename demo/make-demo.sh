@@ -22,3 +22,7 @@ ffmpeg "${common[@]}" -f lavfi -i "mandelbrot=size=320x180:rate=25" \
   -f lavfi -i "sine=frequency=330:sample_rate=48000" -t 10 \
   -c:v libx264 -preset veryfast -pix_fmt yuv420p -b:v 300k -c:a aac -b:a 64k \
   -movflags +faststart -metadata title="Switchyard Demo Movie" demo-movie.mp4
+# An audio-only service for tests of radio channels (not embedded).
+ffmpeg "${common[@]}" -f lavfi -i "sine=frequency=660:sample_rate=48000" -t 4 \
+  -c:a aac -b:a 48k -ac 2 -f mpegts -mpegts_service_id 7 \
+  -metadata service_provider=Switchyard -metadata service_name="Switchyard Radio" radio.ts

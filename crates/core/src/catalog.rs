@@ -24,6 +24,17 @@ pub struct ChannelInfo {
     pub program_number: u16,
     /// Stable across restarts: derived from the input and programme.
     pub uuid: String,
+    /// What the programme carries, once its PMT has been seen (probed or
+    /// played); both false before.
+    pub has_video: bool,
+    pub has_audio: bool,
+}
+
+impl ChannelInfo {
+    /// A radio channel: its programme has sound and no picture.
+    pub fn is_radio(&self) -> bool {
+        self.has_audio && !self.has_video
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,6 +145,26 @@ impl Catalog {
         } else {
             YardEvent::ChannelAdded(id)
         });
+    }
+
+    /// Forget a channel and its guide; returns false when it did not exist.
+    pub(crate) fn remove_channel(&self, id: u32) -> bool {
+        let (existed, events) = {
+            let mut inner = self.inner.write();
+            let existed = inner.channels.remove(&id).is_some();
+            let events = inner.schedule.remove(&id).unwrap_or_default();
+            for e in &events {
+                inner.events.remove(e);
+            }
+            (existed, events)
+        };
+        for e in events {
+            self.emit(YardEvent::EpgEventRemoved(e));
+        }
+        if existed {
+            self.emit(YardEvent::ChannelRemoved(id));
+        }
+        existed
     }
 
     pub(crate) fn tags(&self) -> Vec<Arc<Tag>> {

@@ -239,11 +239,12 @@ async fn add_input(yard: &Yard, ic: &InputConfig, input: Input) -> Result<(), St
                     (None, _, _) => format!("{default_name} {}", p.program_number),
                 };
                 let number = ic.number.map(|n| n + i as u32);
-                yard.add_channel(
+                let id = yard.add_channel(
                     source.clone(),
                     ProgramSelector::Number(p.program_number),
                     spec(name, number, format!("{}#{}", ic.url, p.program_number)),
                 );
+                yard.note_probed(id, &p);
             }
         }
     }

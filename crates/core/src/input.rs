@@ -475,10 +475,11 @@ mod tests {
         let mut cc: std::collections::HashMap<u16, u8> = Default::default();
         for p in out.chunks_exact(188) {
             let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
-            if p[3] & 0x10 != 0 && pid != 0x1fff {
-                if let Some(prev) = cc.insert(pid, p[3] & 0xf) {
-                    assert_eq!((prev + 1) & 0xf, p[3] & 0xf, "CC break on pid {pid}");
-                }
+            if p[3] & 0x10 != 0
+                && pid != 0x1fff
+                && let Some(prev) = cc.insert(pid, p[3] & 0xf)
+            {
+                assert_eq!((prev + 1) & 0xf, p[3] & 0xf, "CC break on pid {pid}");
             }
             if p[3] & 0x20 != 0 && p[4] >= 7 && p[5] & 0x10 != 0 {
                 let base = (u64::from(p[6]) << 25)

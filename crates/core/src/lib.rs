@@ -55,6 +55,7 @@ pub enum YardError {
 struct ChannelRuntime {
     info: Arc<ChannelInfo>,
     hub: Arc<Hub>,
+    source: Arc<Source>,
 }
 
 struct Inner {
@@ -177,10 +178,12 @@ impl Yard {
                 ProgramSelector::First => 0,
             },
             uuid: uuid_of(&spec.uuid_seed),
+            has_video: false,
+            has_audio: false,
         });
         hub.set_on_program(Box::new(move |p| {
             if let Some(inner) = weak.upgrade() {
-                (Yard { inner }).note_service(id, p.service_name.clone(), p.provider_name.clone());
+                (Yard { inner }).note_program(id, p);
             }
         }));
         channels.insert(
@@ -188,6 +191,7 @@ impl Yard {
             ChannelRuntime {
                 info: info.clone(),
                 hub,
+                source: source.clone(),
             },
         );
         drop(channels);
@@ -269,7 +273,11 @@ impl Yard {
     /// The channel's programme (tracks and codec parameters) as last seen,
     /// without subscribing; `None` until its source has run once.
     pub fn program(&self, channel_id: u32) -> Option<Arc<media::Program>> {
-        self.inner.channels.read().get(&channel_id).and_then(|rt| rt.hub.program())
+        self.inner
+            .channels
+            .read()
+            .get(&channel_id)
+            .and_then(|rt| rt.hub.program())
     }
 
     /// The queue bound front ends should use unless they have a reason not to.
@@ -297,23 +305,63 @@ impl Yard {
         &self.inner.shutdown
     }
 
-    /// Learned from the stream: the service and provider names of a channel.
-    pub(crate) fn note_service(
-        &self,
-        channel_id: u32,
-        service: Option<String>,
-        provider: Option<String>,
-    ) {
+    /// Remove a channel at run time (a configuration reload, an operator):
+    /// its readers end, front ends hear `ChannelRemoved` (and the removal of
+    /// its guide events). Returns false when there was no such channel.
+    pub fn remove_channel(&self, channel_id: u32) -> bool {
+        let Some(rt) = self.inner.channels.write().remove(&channel_id) else {
+            return false;
+        };
+        rt.hub.close();
+        // The source's next (re)start no longer feeds this channel.
+        rt.source
+            .outputs
+            .lock()
+            .retain(|(_, h)| !Arc::ptr_eq(h, &rt.hub));
+        rt.source.readers_changed.notify_one();
+        self.inner.catalog.remove_channel(channel_id);
+        tracing::info!(channel = channel_id, name = %rt.info.name, "channel removed");
+        true
+    }
+
+    /// Learned from the stream: the service and provider names of a channel
+    /// and whether it carries video and audio.
+    pub(crate) fn note_program(&self, channel_id: u32, p: &media::Program) {
         let Some(cur) = self.inner.catalog.channel(channel_id) else {
             return;
         };
-        if cur.service_name == service && cur.provider_name == provider {
+        let has_video = p.tracks.iter().any(|t| t.codec.is_video());
+        let has_audio = p.tracks.iter().any(|t| t.codec.is_audio());
+        if cur.service_name == p.service_name
+            && cur.provider_name == p.provider_name
+            && cur.has_video == has_video
+            && cur.has_audio == has_audio
+        {
             return;
         }
         let mut next = (*cur).clone();
-        next.service_name = service;
-        next.provider_name = provider;
+        next.service_name = p.service_name.clone();
+        next.provider_name = p.provider_name.clone();
+        next.has_video = has_video;
+        next.has_audio = has_audio;
         self.inner.catalog.upsert_channel(next);
+    }
+
+    /// A programme found by probing the input before any reader came: known
+    /// at once to [`Yard::program`] and the channel's flags (radio).
+    pub(crate) fn note_probed(&self, channel_id: u32, p: &media::Program) {
+        let hub = self
+            .inner
+            .channels
+            .read()
+            .get(&channel_id)
+            .map(|rt| rt.hub.clone());
+        match hub {
+            Some(hub) if p.is_ready() && hub.program().is_none() => {
+                hub.set_program(Arc::new(p.clone()))
+            }
+            _ => self.note_program(channel_id, p),
+        }
     }
 }
 

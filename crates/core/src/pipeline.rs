@@ -121,12 +121,36 @@ impl Pipeline {
             }
         };
         add("switchyard_demux_resyncs_total", resyncs, was.resyncs);
-        add("switchyard_demux_dropped_bytes_total", skipped, was.dropped_bytes);
-        add("switchyard_demux_continuity_errors_total", now.continuity_errors, was.continuity_errors);
-        add("switchyard_demux_transport_errors_total", now.transport_errors, was.transport_errors);
-        add("switchyard_demux_crc_errors_total", now.crc_errors, was.crc_errors);
-        add("switchyard_demux_truncated_pes_total", now.truncated_pes, was.truncated_pes);
-        add("switchyard_demux_invalid_pes_total", now.invalid_pes, was.invalid_pes);
+        add(
+            "switchyard_demux_dropped_bytes_total",
+            skipped,
+            was.dropped_bytes,
+        );
+        add(
+            "switchyard_demux_continuity_errors_total",
+            now.continuity_errors,
+            was.continuity_errors,
+        );
+        add(
+            "switchyard_demux_transport_errors_total",
+            now.transport_errors,
+            was.transport_errors,
+        );
+        add(
+            "switchyard_demux_crc_errors_total",
+            now.crc_errors,
+            was.crc_errors,
+        );
+        add(
+            "switchyard_demux_truncated_pes_total",
+            now.truncated_pes,
+            was.truncated_pes,
+        );
+        add(
+            "switchyard_demux_invalid_pes_total",
+            now.invalid_pes,
+            was.invalid_pes,
+        );
         self.counted = media::ts::DemuxStats {
             resyncs,
             dropped_bytes: skipped,
