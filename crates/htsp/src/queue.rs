@@ -74,7 +74,9 @@ pub struct Overflow(pub u32);
 #[derive(Default)]
 pub struct OutQueues {
     control: VecDeque<Item>,
-    status: VecDeque<Item>,
+    /// Status messages of a subscription (`queueStatus`, `signalStatus`);
+    /// like its other messages, held until its queue is active.
+    status: VecDeque<(u32, Item)>,
     subs: BTreeMap<u32, SubQueue>,
     /// Round-robin position: `None` = control queue, `Some(id)` = that subscription.
     last: Option<Option<u32>>,
@@ -134,6 +136,13 @@ impl OutQueues {
     pub fn push_sub(&mut self, id: u32, msg: &Msg) {
         if let Some(q) = self.subs.get_mut(&id) {
             q.items.push_back(Item::new(msg));
+        }
+    }
+
+    /// A message for the priority queue (`signalStatus`).
+    pub fn push_status(&mut self, id: u32, msg: &Msg) {
+        if self.subs.contains_key(&id) {
+            self.status.push_back((id, Item::new(msg)));
         }
     }
 
@@ -207,15 +216,21 @@ impl OutQueues {
                 .with("Bdrops", q.drops.b)
                 .with("Pdrops", q.drops.p)
                 .with("Idrops", q.drops.i);
-            self.status.push_back(Item::new(&status));
+            self.status.push_back((id, Item::new(&status)));
         }
         Ok(())
     }
 
     /// The next message to write, by §3.3's rules.
     pub fn pop(&mut self) -> Option<Item> {
-        if let Some(i) = self.status.pop_front() {
-            return Some(i);
+        let subs = &self.subs;
+        self.status.retain(|(id, _)| subs.contains_key(id));
+        if let Some(pos) = self
+            .status
+            .iter()
+            .position(|(id, _)| subs.get(id).is_some_and(|q| q.active))
+        {
+            return self.status.remove(pos).map(|(_, i)| i);
         }
         // Round robin over [control, active subscriptions...] starting after `last`.
         let mut order: Vec<Option<u32>> = vec![None];
@@ -253,7 +268,9 @@ impl OutQueues {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.status.is_empty()
+        self.status
+            .iter()
+            .all(|(id, _)| !self.subs.get(id).is_some_and(|q| q.active))
             && self.control.is_empty()
             && self.subs.values().all(|q| !q.active || q.items.is_empty())
     }
@@ -332,6 +349,27 @@ mod tests {
         assert_eq!(method(&q.pop().unwrap()), "queueStatus");
         assert_eq!(method(&q.pop().unwrap()), "queueStatus");
         assert_eq!(method(&q.pop().unwrap()), "muxpkt");
+    }
+
+    #[test]
+    fn status_waits_for_the_subscribe_reply_and_dies_with_its_subscription() {
+        let mut q = OutQueues::new();
+        q.add_subscription(1, 1_000_000);
+        q.add_subscription(2, 1_000_000);
+        q.push_packet(1, pkt(None, 10, 0), 0).unwrap();
+        q.push_status(1, &Msg::new().with("method", "signalStatus"));
+        q.push_status(2, &Msg::new().with("method", "signalStatus"));
+        q.push_control(&Msg::new().with("method", "reply"), Some(1));
+        assert_eq!(method(&q.pop().unwrap()), "reply");
+        assert_eq!(method(&q.pop().unwrap()), "queueStatus");
+        assert_eq!(method(&q.pop().unwrap()), "signalStatus");
+        assert_eq!(method(&q.pop().unwrap()), "muxpkt");
+        assert!(q.pop().is_none(), "subscription 2 is not active yet");
+        q.remove_subscription(2);
+        q.push_control(&Msg::new().with("method", "late"), Some(2));
+        assert_eq!(method(&q.pop().unwrap()), "late");
+        assert!(q.pop().is_none(), "a removed subscription's status is gone");
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -498,6 +498,9 @@ async fn run_subscription(
     let started_at = Instant::now();
     let mut told_no_data = false;
     let mut was_started = false;
+    // The second of the last `signalStatus` (sent about once a second while
+    // media flows, §8.4).
+    let mut signal_sec: Option<u64> = None;
     loop {
         let ev = tokio::select! {
             ev = reader.recv() => ev,
@@ -511,6 +514,7 @@ async fn run_subscription(
                 continue;
             }
         };
+        let mut lost_signal = None;
         let outs = {
             let mut c = converter.lock();
             match ev {
@@ -525,7 +529,11 @@ async fn run_subscription(
                 }
                 Some(ReaderEvent::Program(prog)) => c.on_program(prog),
                 Some(ReaderEvent::Frame(f)) => c.on_frame(&f),
-                Some(ReaderEvent::SourceLost { reason }) => c.on_source_lost(&reason),
+                Some(ReaderEvent::SourceLost { reason }) => {
+                    signal_sec = None;
+                    lost_signal = Some(c.signal_status(false));
+                    c.on_source_lost(&reason)
+                }
                 Some(ReaderEvent::SourceResumed) => c.on_source_resumed(),
                 Some(ReaderEvent::Ts(_)) | Some(ReaderEvent::Overflow) => Vec::new(),
             }
@@ -534,9 +542,16 @@ async fn run_subscription(
             continue;
         }
         let now_sec = shared.now_sec();
+        let signal = {
+            let c = converter.lock();
+            (c.started() && signal_sec != Some(now_sec)).then(|| c.signal_status(true))
+        };
         let mut q = shared.queues.lock();
         if !q.is_current(id, generation) {
             return;
+        }
+        if let Some(m) = &lost_signal {
+            q.push_status(id, m);
         }
         for o in outs {
             match o {
@@ -561,6 +576,10 @@ async fn run_subscription(
                     }
                 }
             }
+        }
+        if let Some(m) = signal {
+            signal_sec = Some(now_sec);
+            q.push_status(id, &m);
         }
         drop(q);
         shared.wake.notify_one();

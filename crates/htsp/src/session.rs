@@ -107,10 +107,6 @@ pub trait Backend: Send + Sync {
     fn verify(&self, username: &str, proof: &dyn Fn(&str) -> bool) -> Option<Rights>;
     fn channels(&self) -> Vec<Arc<ChannelInfo>>;
     fn channel(&self, id: u32) -> Option<Arc<ChannelInfo>>;
-    /// Radio channels carry audio only (`content = 2`).
-    fn is_radio(&self, _channel_id: u32) -> bool {
-        false
-    }
     fn tags(&self) -> Vec<Arc<Tag>>;
     fn tag(&self, id: u32) -> Option<Arc<Tag>>;
     /// Events overlapping [from, to), sorted by start.
@@ -681,7 +677,8 @@ impl Session {
 
     fn channel_msg(&self, ch: &ChannelInfo, now: i64) -> Msg {
         let (cur, next) = self.now_next(ch.id, now);
-        let radio = self.backend.is_radio(ch.id);
+        // Kodi files a channel under radio when a service has content 2 (§7.4).
+        let radio = ch.is_radio();
         let mut m = Msg::new();
         m.add("channelId", ch.id)
             .add("channelIdStr", ch.uuid.clone())

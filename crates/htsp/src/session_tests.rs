@@ -24,6 +24,8 @@ fn chan(id: u32, name: &str, tags: Vec<u32>, icon: Option<&str>) -> Arc<ChannelI
         provider_name: None,
         program_number: 0,
         uuid: format!("{:032x}", id),
+        has_video: true,
+        has_audio: true,
     })
 }
 
@@ -873,4 +875,39 @@ fn now_next_changes_are_announced() {
     assert_eq!(ch1.get_str("method").as_deref(), Some("channelUpdate"));
     assert_eq!(ch1.get_s64("eventId"), Some(11));
     assert_eq!(ch1.get_s64("nextEventId"), Some(12));
+}
+
+#[test]
+fn a_channel_without_video_is_announced_as_radio() {
+    let fake = Fake::new();
+    let rights = Rights {
+        streaming: true,
+        ..Rights::default()
+    };
+    let mut s = Session::new(fake.clone(), challenge(), rights);
+    let service = |r: &Msg| match r.get("services") {
+        Some(Value::List(l)) => match l.first() {
+            Some(Value::Map(m)) => m.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let tv = service(&one(&mut s, m("getChannel").with("channelId", 1i64)));
+    assert_eq!(tv.get_s64("content"), Some(1));
+    assert_eq!(tv.get_str("type").as_deref(), Some("HDTV"));
+    s.handle(NOW, &m("enableAsyncMetadata"));
+    // The channel's programme turns out to carry sound only.
+    {
+        let mut chans = fake.channels.lock();
+        let mut radio = (*chans[1]).clone();
+        radio.has_video = false;
+        chans[1] = Arc::new(radio);
+    }
+    let r = sent(&s.on_change(NOW, &Change::Yard(YardEvent::ChannelUpdated(2))));
+    assert_eq!(r[0].get_str("method").as_deref(), Some("channelUpdate"));
+    let radio = service(&r[0]);
+    assert_eq!(radio.get_s64("content"), Some(2));
+    assert_eq!(radio.get_str("type").as_deref(), Some("Radio"));
+    let got = service(&one(&mut s, m("getChannel").with("channelId", 2i64)));
+    assert_eq!(got.get_s64("content"), Some(2));
 }

@@ -225,6 +225,19 @@ impl StreamConverter {
         Vec::new()
     }
 
+    /// `signalStatus` (§8.4). Switchyard's inputs have no tuner to measure,
+    /// so only `feStatus` is sent, in Tvheadend's words for a frontend
+    /// status: `GOOD` while media flows, `NONE` once the input is lost (no
+    /// invented SNR or strength figures). Anonymised users get `""`.
+    pub fn signal_status(&self, receiving: bool) -> Msg {
+        let status = match (self.source.anonymize, receiving) {
+            (true, _) => "",
+            (false, true) => "GOOD",
+            (false, false) => "NONE",
+        };
+        self.base("signalStatus").with("feStatus", status)
+    }
+
     /// Status to send when nothing could be started for a while.
     pub fn no_data_status(&self) -> Msg {
         self.base("subscriptionStatus")
@@ -585,6 +598,36 @@ mod tests {
         );
         let d = packets(&out)[0].dts;
         assert!(d > last && d < last + 10_000_000, "{d} after {last}");
+    }
+
+    #[test]
+    fn signal_status_names_the_state_and_hides_it_from_anonymised_users() {
+        let src = SourceInfo {
+            service: "One".into(),
+            ..SourceInfo::default()
+        };
+        let c = StreamConverter::new(3, false, src.clone());
+        let m = c.signal_status(true);
+        assert_eq!(m.get_str("method").as_deref(), Some("signalStatus"));
+        assert_eq!(m.get_u32("subscriptionId"), Some(3));
+        assert_eq!(m.get_str("feStatus").as_deref(), Some("GOOD"));
+        assert_eq!(m.fields.len(), 3, "no invented signal figures: {m:?}");
+        assert_eq!(
+            c.signal_status(false).get_str("feStatus").as_deref(),
+            Some("NONE")
+        );
+        let anon = StreamConverter::new(
+            3,
+            false,
+            SourceInfo {
+                anonymize: true,
+                ..src
+            },
+        );
+        assert_eq!(
+            anon.signal_status(true).get_str("feStatus").as_deref(),
+            Some("")
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ mod htsp_client;
 
 use std::time::{Duration, Instant};
 
-use htsp_client::*;
 use htsp::wire::{self, Msg, Value};
+use htsp_client::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(5);

@@ -5,8 +5,8 @@ mod htsp_client;
 
 use std::time::Duration;
 
-use htsp_client::*;
 use htsp::wire::{Msg, Value};
+use htsp_client::*;
 
 const T: Duration = Duration::from_secs(5);
 
