@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -201,11 +201,6 @@ struct Shared {
     config: Config,
     shutdown: CancellationToken,
     state: Mutex<State>,
-    /// What this server has learned of each channel's program: (has_video,
-    /// has_audio). The yard only tells readers, so it is noted by our own.
-    programs: Mutex<HashMap<u32, (bool, bool)>>,
-    /// Bumped whenever `programs` changes, so SERVICES subscribers re-check.
-    programs_changed: watch::Sender<u64>,
 }
 
 struct State {
@@ -231,8 +226,6 @@ impl Shared {
                 registry,
                 data: HashMap::new(),
             }),
-            programs: Mutex::new(HashMap::new()),
-            programs_changed: watch::channel(0).0,
         }
     }
 
@@ -246,18 +239,6 @@ impl Shared {
             {
                 warn!(token, "heliostv: data connection slow to close");
             }
-        }
-    }
-
-    fn note_program(&self, channel_id: u32, program: &media::Program) {
-        let flags = (
-            program.tracks.iter().any(|t| t.codec.is_video()),
-            program.tracks.iter().any(|t| t.codec.is_audio()),
-        );
-        let old = self.programs.lock().insert(channel_id, flags);
-        if old != Some(flags) {
-            self.programs_changed
-                .send_modify(|g| *g = g.wrapping_add(1));
         }
     }
 }
@@ -284,12 +265,19 @@ impl Catalog for YardCatalog<'_> {
     fn services(&self) -> Vec<ServiceInfo> {
         let channels = self.shared.yard.channels();
         let refs = self.channels();
-        let programs = self.shared.programs.lock().clone();
         let mut services: Vec<ServiceInfo> = channels
             .iter()
             .zip(refs.iter())
             .map(|(c, r)| {
-                let (has_video, has_audio) = programs.get(&c.id).copied().unwrap_or((false, false));
+                // From the programme the yard last saw (probed or played),
+                // whoever read it; both false before any PMT (§11.2).
+                let (has_video, has_audio) =
+                    self.shared.yard.program(c.id).map_or((false, false), |p| {
+                        (
+                            p.tracks.iter().any(|t| t.codec.is_video()),
+                            p.tracks.iter().any(|t| t.codec.is_audio()),
+                        )
+                    });
                 ServiceInfo {
                     uri: canonical_uri(r, &refs),
                     name: c.name.clone(),
@@ -336,7 +324,6 @@ async fn control_connection(shared: Arc<Shared>, stream: TcpStream) {
     // Subscribed to the feeds from the start, so no change made after a
     // SERVICES snapshot can be missed (§11.3: none before, all after).
     let mut yard_events = shared.yard.events();
-    let mut program_events = shared.programs_changed.subscribe();
     let mut subscription: Option<Subscription> = None;
     let mut was_open = false;
     let mut closing = false;
@@ -407,14 +394,6 @@ async fn control_connection(shared: Arc<Shared>, stream: TcpStream) {
                     Err(broadcast::error::RecvError::Closed) => { yard_events = broadcast::channel(1).1; false }
                 };
                 if let (true, Some(s)) = (relevant, subscription.as_mut()) {
-                    s.due.get_or_insert(Instant::now() + shared.config.services_coalesce());
-                }
-            }
-            changed = program_events.changed(), if subscribed => {
-                if changed.is_err() {
-                    program_events = watch::channel(0).1;
-                }
-                if let Some(s) = subscription.as_mut() {
                     s.due.get_or_insert(Instant::now() + shared.config.services_coalesce());
                 }
             }
@@ -766,7 +745,7 @@ impl Pump<'_> {
                     metrics::counter!("switchyard_heliostv_recorder_cuts_total", "reason" => "queue_limit").increment(1);
                     break Stop::Closed;
                 }
-                Some(ReaderEvent::Program(p)) => self.shared.note_program(channel, &p),
+                Some(ReaderEvent::Program(_)) => {}
                 Some(ReaderEvent::SourceLost { reason }) => {
                     debug!(channel = %name, %reason, "heliostv: input lost")
                 }

@@ -1250,3 +1250,105 @@ async fn control_client_not_reading_is_closed() {
         "the server queued every answer ({got} bytes)"
     );
 }
+
+/// Waits (bounded) for a notification with a change for service `name`.
+async fn change_for(client: &mut Client, name: &str) -> heliostv::wire::ServiceChange {
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let changes = client.next_changes().await.unwrap();
+            if let Some(c) = changes.into_iter().find(|c| c.service.name == name) {
+                return c;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no change for {name}"))
+}
+
+// 37, 39; §11.2 (has_video/has_audio from the programme the yard knows,
+// whoever read it), §11.3 (removed: the last description).
+#[tokio::test]
+async fn service_list_follows_programmes_additions_and_removals() {
+    let srv = start(Config::default()).await;
+    let mut client = Client::connect(srv.control, &["service_list"])
+        .await
+        .unwrap();
+    let before = client.services().await.unwrap();
+    let two = before
+        .iter()
+        .find(|s| s.name == "Switchyard Two")
+        .unwrap()
+        .clone();
+    assert!(!two.has_video && !two.has_audio, "no PMT seen yet: {two:?}");
+
+    // Another front end (here a plain yard reader) plays the channel: its
+    // PMT shows up in the list although no HeliosTv reader saw it.
+    let mut reader = srv
+        .yard
+        .subscribe(2, yard::ReaderOptions::frames("other front end"))
+        .unwrap();
+    let updated = change_for(&mut client, "Switchyard Two").await;
+    assert_eq!(updated.kind, ChangeKind::Updated);
+    assert!(updated.service.has_video && updated.service.has_audio);
+    drop(reader.recv().await);
+
+    // An audio-only input added at run time: probed, so its streams are
+    // known in the `added` notification already.
+    let tv = yard::TvConfig {
+        demo: false,
+        inputs: vec![yard::InputConfig {
+            url: concat!(env!("CARGO_MANIFEST_DIR"), "/../../demo/radio.ts").into(),
+            number: Some(7),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let errors = srv.yard.load(&tv).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let added = change_for(&mut client, "Switchyard Radio").await;
+    assert_eq!(added.kind, ChangeKind::Added);
+    assert!(
+        added.service.has_audio && !added.service.has_video,
+        "{added:?}"
+    );
+    assert_eq!(added.service.number, 7);
+    assert_eq!(added.service.uri, "sah-service://Switchyard%20Radio");
+    let now = client.services().await.unwrap();
+    let radio = now.iter().find(|s| s.name == "Switchyard Radio").unwrap();
+    assert!(radio.has_audio && !radio.has_video);
+
+    // A player on channel Two, then the channel is removed: the player's
+    // data connection ends and the list says `removed` with the last
+    // description (matched by uri).
+    let mut player = Client::connect(srv.control, &["player"]).await.unwrap();
+    let t = player.new_service(&two.uri).await.unwrap();
+    let mut data = DataStream::authorize(srv.data, t).await.unwrap();
+    let first = read_at_least(&mut data, 188).await;
+    drop(reader);
+    assert!(srv.yard.remove_channel(2));
+    let removed = change_for(&mut client, "Switchyard Two").await;
+    assert_eq!(removed.kind, ChangeKind::Removed);
+    assert_eq!(removed.service.uri, two.uri);
+    assert!(
+        removed.service.has_video,
+        "the last description: {removed:?}"
+    );
+    let rest = read_to_end(&mut data, Duration::from_secs(5)).await;
+    assert_eq!(
+        (first.len() + rest.len()) % 188,
+        0,
+        "ends at a packet boundary"
+    );
+    let after = client.services().await.unwrap();
+    assert!(
+        after.iter().all(|s| s.name != "Switchyard Two"),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), 2);
+    // The removed service can no longer be requested.
+    let mut raw = Raw::hello(srv.control, &["player"]).await;
+    assert_eq!(
+        raw.new_service(3, &two.uri).await,
+        Message::error(3, ErrorUri::InvalidUri)
+    );
+}
