@@ -14,10 +14,14 @@ use crate::wire::MAX_CHUNK_SIZE;
 pub struct Config {
     pub enabled: bool,
     /// P0 addresses. IPv6 addresses are bound with `IPV6_V6ONLY`, so
-    /// `[::]:31107` and `0.0.0.0:31107` can be listed together.
+    /// `[::]:31107` and `0.0.0.0:31107` (the default, §13) can be listed
+    /// together.
     pub listen: Vec<SocketAddr>,
-    /// The movie folder; `None` offers only the embedded movies.
-    pub movies_dir: Option<PathBuf>,
+    /// The movie folder (§7.4). Optional here, unlike in the reference,
+    /// because the server always offers its embedded demo movie as well.
+    /// `movies_dir` was this key's first name and is still accepted.
+    #[serde(alias = "movies_dir")]
+    pub library: Option<PathBuf>,
     /// Optional inclusive range of session ports, e.g. `[40000, 40099]`.
     pub session_ports: Option<[u16; 2]>,
     /// Bytes per Movie Data, 1 to 1391.
@@ -47,8 +51,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: true,
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 31107))],
-            movies_dir: None,
+            listen: vec![
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 31107)),
+                SocketAddr::from(([0, 0, 0, 0], 31107)),
+            ],
+            library: None,
             session_ports: None,
             chunk_size: 1316,
             default_interval_us: 10_000,
@@ -163,12 +170,29 @@ mod tests {
         let c: Config = toml::from_str("").unwrap();
         assert_eq!(c, Config::default());
         assert!(c.validate().is_ok());
-        let c: Config = toml::from_str("movies_dir = \"/srv/movies\"\nlisten = [\"[::]:31107\", \"0.0.0.0:31107\"]\nsession_ports = [40000, 40099]").unwrap();
+        let c: Config = toml::from_str("library = \"/srv/movies\"\nlisten = [\"[::]:31107\", \"0.0.0.0:31107\"]\nsession_ports = [40000, 40099]").unwrap();
+        assert_eq!(c.library, Some(PathBuf::from("/srv/movies")));
         assert_eq!(c.session_ports, Some([40000, 40099]));
         assert_eq!(c.listen.len(), 2);
-        assert!(toml::from_str::<Config>("library = \"x\"").is_err());
+        assert!(toml::from_str::<Config>("movie_folder = \"x\"").is_err());
         let round: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(round, c);
+    }
+
+    #[test]
+    fn reference_key_names_and_defaults_of_section_13() {
+        let c = Config::default();
+        let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
+        assert_eq!(listen, ["[::]:31107", "0.0.0.0:31107"]);
+        assert_eq!(c.library, None, "the embedded demo movie needs no folder");
+        // The first name of the library key still works, and is written
+        // back under the reference's name.
+        let old: Config = toml::from_str("movies_dir = \"/srv/movies\"").unwrap();
+        assert_eq!(old.library, Some(PathBuf::from("/srv/movies")));
+        let written = toml::to_string(&old).unwrap();
+        assert!(written.contains("library = \"/srv/movies\""), "{written}");
+        assert!(!written.contains("movies_dir"), "{written}");
+        assert!(toml::from_str::<Config>("library = \"a\"\nmovies_dir = \"b\"").is_err());
     }
 
     #[test]

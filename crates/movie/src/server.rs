@@ -48,13 +48,13 @@ const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// is seen as such (§3.2).
 const RECV_BUFFER: usize = MAX_DATAGRAM + 1;
 
-/// Builds the library the configuration names: `movies_dir` (if set) plus
+/// Builds the library the configuration names: `library` (if set) plus
 /// the given in-memory movies (for example the embedded demo movie).
 pub fn library_from_config(
     config: &Config,
     embedded: Vec<(String, bytes::Bytes)>,
 ) -> Result<MovieLibrary, LibraryError> {
-    let mut library = match &config.movies_dir {
+    let mut library = match &config.library {
         Some(dir) => MovieLibrary::with_folder(dir)?,
         None => MovieLibrary::new(),
     };
@@ -78,15 +78,35 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 /// Binds one UDP socket per address, for P0.
+///
+/// The default lists the IPv6 wildcard before the IPv4 one (§3.1, §13). On
+/// a host without IPv6 the IPv6 wildcard cannot be bound at all; that alone
+/// must not keep the demo from starting, so it is then left out with a
+/// warning, as long as another address could be bound. A port already in use
+/// is never excused: the operator has to know.
 pub fn bind_listen(addrs: &[SocketAddr]) -> Result<Vec<UdpSocket>, Error> {
-    addrs
-        .iter()
-        .map(|&addr| {
-            bind_std(addr)
-                .and_then(UdpSocket::from_std)
-                .map_err(|source| Error::Bind { addr, source })
-        })
-        .collect()
+    let mut sockets = Vec::with_capacity(addrs.len());
+    let mut skipped = None;
+    for &addr in addrs {
+        match bind_std(addr).and_then(UdpSocket::from_std) {
+            Ok(s) => sockets.push(s),
+            Err(source)
+                if addrs.len() > 1
+                    && addr.ip() == IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+                    && source.kind() != io::ErrorKind::AddrInUse =>
+            {
+                skipped = Some(Error::Bind { addr, source });
+            }
+            Err(source) => return Err(Error::Bind { addr, source }),
+        }
+    }
+    if let Some(e) = skipped {
+        if sockets.is_empty() {
+            return Err(e);
+        }
+        tracing::warn!("{e}; IPv6 is left out");
+    }
+    Ok(sockets)
 }
 
 /// Runs the movie server until `shutdown` is cancelled; sessions then get
@@ -450,5 +470,62 @@ impl PortAllocator for SocketPorts {
 
     fn release(&mut self, port: u16) {
         self.bound.remove(&port);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default P0 addresses are the two wildcards on one port; on a
+    /// dual-stack host that only works with `IPV6_V6ONLY` on the IPv6
+    /// socket. This test has to bind the wildcards themselves to show it,
+    /// but it only ever sends over loopback.
+    #[tokio::test]
+    async fn ipv6_and_ipv4_wildcards_share_one_port() {
+        let defaults = Config::default().listen;
+        assert_eq!(defaults.len(), 2);
+        let mut bound = None;
+        for _ in 0..20 {
+            // A port free on IPv4 right now, tried on both wildcards.
+            let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            let port = probe.local_addr().unwrap().port();
+            drop(probe);
+            let addrs: Vec<SocketAddr> = defaults
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect();
+            match bind_listen(&addrs) {
+                Ok(s) => {
+                    bound = Some((port, s));
+                    break;
+                }
+                Err(Error::Bind { source, .. }) if source.kind() == io::ErrorKind::AddrInUse => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let (port, sockets) = bound.expect("no port free on both wildcards in 20 tries");
+        let Ok(v6_loopback) = std::net::UdpSocket::bind("[::1]:0") else {
+            // No IPv6 on this host: the IPv6 wildcard was left out.
+            assert_eq!(sockets.len(), 1);
+            return;
+        };
+        assert_eq!(sockets.len(), 2);
+        assert!(sockets[0].local_addr().unwrap().is_ipv6());
+        assert!(sockets[1].local_addr().unwrap().is_ipv4());
+        let v4_loopback = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4_loopback.send_to(b"four", ("127.0.0.1", port)).unwrap();
+        v6_loopback.send_to(b"six", ("::1", port)).unwrap();
+        let mut buf = [0u8; 16];
+        for (socket, want) in [(&sockets[0], &b"six"[..]), (&sockets[1], &b"four"[..])] {
+            let (n, _) = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                socket.recv_from(&mut buf),
+            )
+            .await
+            .expect("datagram arrives")
+            .unwrap();
+            assert_eq!(&buf[..n], want);
+        }
     }
 }
