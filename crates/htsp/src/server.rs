@@ -91,8 +91,10 @@ pub struct HtspContext {
 
 impl HtspContext {
     pub fn new(yard: Yard, dvr: Option<Dvr>, access: Arc<Access>, config: &Config) -> HtspContext {
+        // Tvheadend's range is 30 s to an hour; shorter lifetimes are
+        // allowed for tests and strict setups.
         let tickets = Tickets::new(Duration::from_secs(
-            config.ticket_lifetime_secs.clamp(30, 3600),
+            config.ticket_lifetime_secs.clamp(1, 3600),
         ));
         let backend = Arc::new(YardBackend {
             yard: yard.clone(),

@@ -33,7 +33,7 @@ pub fn router(state: WebState) -> Router {
         .route("/", get(home))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/stream/channel/{id}", get(stream_by_id))
+        .route("/stream/channel/{id}", get(stream_by_id_or_uuid))
         .route("/stream/channelid/{id}", get(stream_by_id))
         .route("/dvrfile/{id}", get(dvr_file))
         .route("/stream/channelnumber/{n}", get(stream_by_number))
@@ -130,19 +130,40 @@ impl axum::extract::FromRequestParts<Arc<WebState>> for Asker {
 }
 
 async fn stream_by_id(State(s): St, Path(id): Path<u32>, who: Asker) -> Response {
-    stream(&s, &who, s.yard.channel(id), || format!("no channel with id {id}"))
+    stream(&s, &who, s.yard.channel(id), || {
+        format!("no channel with id {id}")
+    })
+}
+
+/// Tvheadend's `/stream/channel/<uuid>` (the `channelIdStr` of HTSP and
+/// the playlist's `tvg-id`); a number is taken as the channel id.
+async fn stream_by_id_or_uuid(State(s): St, Path(id): Path<String>, who: Asker) -> Response {
+    let channel = match id.parse::<u32>() {
+        Ok(n) => s.yard.channel(n),
+        Err(_) => s.yard.channels().into_iter().find(|c| c.uuid == id),
+    };
+    stream(&s, &who, channel, || format!("no channel {id}"))
 }
 
 async fn stream_by_number(State(s): St, Path(n): Path<u32>, who: Asker) -> Response {
-    stream(&s, &who, s.yard.channel_by_number(n), || format!("no channel with number {n}"))
+    stream(&s, &who, s.yard.channel_by_number(n), || {
+        format!("no channel with number {n}")
+    })
 }
 
 async fn stream_by_name(State(s): St, Path(name): Path<String>, who: Asker) -> Response {
-    stream(&s, &who, s.yard.channel_by_name(&name), || format!("no channel named {name:?}"))
+    stream(&s, &who, s.yard.channel_by_name(&name), || {
+        format!("no channel named {name:?}")
+    })
 }
 
 /// A recording, with byte ranges so players can seek.
-async fn dvr_file(State(s): St, Path(id): Path<u32>, Asker { rights: who }: Asker, req: axum::extract::Request) -> Response {
+async fn dvr_file(
+    State(s): St,
+    Path(id): Path<u32>,
+    Asker { rights: who }: Asker,
+    req: axum::extract::Request,
+) -> Response {
     use tower::ServiceExt;
     match s.htsp.dvr_file(id, &who) {
         Ok(path) => match tower_http::services::ServeFile::new(&path)
@@ -239,8 +260,10 @@ async fn playlist(State(s): St, headers: HeaderMap) -> Response {
         .iter()
         .map(|c| media::m3u::M3uEntry {
             name: c.name.clone(),
-            url: format!("{base}/stream/channel/{}", c.id),
-            tvg_id: c.epg_id.clone(),
+            // As Tvheadend: the channel's uuid (the XMLTV export's channel
+            // id, HTSP's channelIdStr) and the stream by HTSP channel id.
+            url: format!("{base}/stream/channelid/{}", c.id),
+            tvg_id: Some(c.uuid.clone()),
             tvg_name: Some(c.name.clone()),
             tvg_logo: c.icon.clone(),
             tvg_chno: Some(c.number.to_string()),
@@ -270,10 +293,7 @@ async fn xmltv(State(s): St) -> Response {
     let mut channels = Vec::new();
     let mut programmes = Vec::new();
     for c in s.yard.channels() {
-        let cid = c
-            .epg_id
-            .clone()
-            .unwrap_or_else(|| format!("{}.switchyard", c.id));
+        let cid = c.uuid.clone();
         channels.push(media::xmltv::XmltvChannel {
             id: cid.clone(),
             display_names: vec![c.name.clone()],

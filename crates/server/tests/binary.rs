@@ -285,16 +285,27 @@ async fn playlist_guide_api_health_and_metrics() {
     assert_eq!(one.name, "Switchyard One");
     assert_eq!(
         one.url,
-        server.url("/stream/channel/1"),
+        server.url("/stream/channelid/1"),
         "URLs use the address the client used"
     );
-    assert_eq!(one.tvg_id.as_deref(), Some("one.switchyard"));
+    // tvg-id is the channel's uuid, as in Tvheadend's playlists (HTSP §10.3).
+    let tvg_ids: Vec<String> = pl
+        .entries
+        .iter()
+        .map(|e| e.tvg_id.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        tvg_ids
+            .iter()
+            .all(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{tvg_ids:?}"
+    );
     assert_eq!(one.tvg_chno.as_deref(), Some("1"));
     assert!(
         one.group_title.as_deref().unwrap_or("").contains("Demo"),
         "{one:?}"
     );
-    assert_eq!(pl.entries[1].url, server.url("/stream/channel/2"));
+    assert_eq!(pl.entries[1].url, server.url("/stream/channelid/2"));
 
     let now = chrono::Utc::now().timestamp();
     let (status, ctype, body) = server.get("/xmltv").await;
@@ -303,7 +314,10 @@ async fn playlist_guide_api_health_and_metrics() {
     let guide = media::xmltv::parse_xmltv(body.as_bytes());
     assert!(guide.warnings.is_empty(), "{:?}", guide.warnings);
     let ids: Vec<&str> = guide.channels.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids, vec!["one.switchyard", "two.switchyard"]);
+    assert_eq!(
+        ids, tvg_ids,
+        "the guide's channel ids are the playlist's tvg-ids"
+    );
     for id in ids {
         assert!(
             guide
@@ -579,7 +593,7 @@ async fn https_uses_a_self_signed_certificate_made_once_and_the_banner_names_the
     assert_eq!(status, 200, "{playlist}");
     assert!(ctype.contains("mpegurl"), "{ctype}");
     assert!(
-        playlist.contains(&server.url("/stream/channel/")),
+        playlist.contains(&server.url("/stream/channelid/")),
         "{playlist}"
     );
 
