@@ -28,6 +28,10 @@ pub struct Config {
     pub chunk_size: u16,
     /// D of the interval rule (§6.4), in microseconds.
     pub default_interval_us: u32,
+    /// Derive D per movie from its bit rate, so that it streams in real
+    /// time (§6.4); a movie whose bit rate cannot be read keeps
+    /// `default_interval_us`.
+    pub interval_from_bitrate: bool,
     pub min_interval_us: u32,
     pub max_interval_us: u32,
     /// T_WINDOW.
@@ -59,6 +63,7 @@ impl Default for Config {
             session_ports: None,
             chunk_size: 1316,
             default_interval_us: 10_000,
+            interval_from_bitrate: false,
             min_interval_us: 1_000,
             max_interval_us: 1_000_000,
             registration_window_ms: 30_000,
@@ -184,6 +189,7 @@ mod tests {
         let c = Config::default();
         let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
         assert_eq!(listen, ["[::]:31107", "0.0.0.0:31107"]);
+        assert!(!c.interval_from_bitrate);
         assert_eq!(c.library, None, "the embedded demo movie needs no folder");
         // The first name of the library key still works, and is written
         // back under the reference's name.
@@ -193,6 +199,8 @@ mod tests {
         assert!(written.contains("library = \"/srv/movies\""), "{written}");
         assert!(!written.contains("movies_dir"), "{written}");
         assert!(toml::from_str::<Config>("library = \"a\"\nmovies_dir = \"b\"").is_err());
+        let c: Config = toml::from_str("interval_from_bitrate = true").unwrap();
+        assert!(c.interval_from_bitrate);
     }
 
     #[test]

@@ -40,6 +40,7 @@
 //! a simulated network; and over real loopback sockets, with
 //! [`fault::FaultySocket`] where loss is needed, in `tests/loopback.rs`.
 
+pub mod bitrate;
 pub mod client;
 pub mod client_session;
 pub mod config;

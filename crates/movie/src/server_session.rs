@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::Transmit;
+use crate::bitrate;
 use crate::config::{Config, ServerTimers};
 use crate::library::{Movie, MovieReader};
 use crate::wire::{
@@ -502,6 +503,8 @@ pub struct SessionParams {
     pub movies: Vec<Movie>,
     pub chunk_size: u16,
     pub default_interval_us: u32,
+    /// D is derived from the chosen movie's bit rate where it can be read.
+    pub interval_from_bitrate: bool,
     pub min_interval_us: u32,
     pub max_interval_us: u32,
     pub window: Duration,
@@ -523,6 +526,7 @@ impl SessionParams {
             movies,
             chunk_size: config.chunk_size,
             default_interval_us: config.default_interval_us,
+            interval_from_bitrate: config.interval_from_bitrate,
             min_interval_us: config.min_interval_us,
             max_interval_us: config.max_interval_us,
             window: config.registration_window(),
@@ -1381,7 +1385,7 @@ impl ServerSession {
         let Some(movie) = self.p.movies.get(usize::from(movie_id)).cloned() else {
             return self.start_ending(now, EndReason::Error);
         };
-        let reader = match movie.open() {
+        let mut reader = match movie.open() {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(movie = %movie.name, error = %e, "cannot open the movie");
@@ -1394,8 +1398,13 @@ impl ServerSession {
             .filter(|p| p.is_member())
             .map(|p| p.interval_us)
             .collect();
+        let default_us = if self.p.interval_from_bitrate {
+            self.movie_default_interval(&movie, &mut reader)
+        } else {
+            self.p.default_interval_us
+        };
         let interval_us = final_interval(
-            self.p.default_interval_us,
+            default_us,
             requests,
             self.p.min_interval_us,
             self.p.max_interval_us,
@@ -1458,6 +1467,22 @@ impl ServerSession {
             interval_us: s.interval_us,
             total_chunks: s.total,
         });
+    }
+
+    /// D for `movie` when it is to stream in real time (§6.4).
+    fn movie_default_interval(&self, movie: &Movie, reader: &mut MovieReader) -> u32 {
+        let derived = bitrate::bit_rate(reader, movie.size)
+            .and_then(|bps| Some((bps, bitrate::interval_for(self.p.chunk_size, bps)?)));
+        match derived {
+            Some((bps, us)) => {
+                tracing::info!(port = self.p.port, movie = %movie.name, bit_rate = bps, interval_us = us, "default interval from the bit rate");
+                us
+            }
+            None => {
+                tracing::info!(port = self.p.port, movie = %movie.name, interval_us = self.p.default_interval_us, "bit rate unknown, default interval kept");
+                self.p.default_interval_us
+            }
+        }
     }
 
     fn pause(&mut self, now: Instant) {

@@ -789,6 +789,97 @@ fn c15_interval_rule() {
     assert_eq!(stream_starts(&out, M)[0].interval_us, 30_000);
 }
 
+/// The interval in M's Stream Start, for a session whose leader asks for
+/// `leader_us`, M for `member_us`, and movie 0 is chosen.
+fn interval_through_a_session(config: Config, movie: Movie, leader_us: u32, member_us: u32) -> u32 {
+    let window = Duration::from_millis(config.registration_window_ms);
+    let mut r = Rig::new(config, vec![movie]);
+    r.register(L, 3, leader_us);
+    r.send(
+        L,
+        PsPacket::MovieChoice {
+            seq: 4,
+            movie_id: 0,
+        },
+    );
+    r.register(M, 1, member_us);
+    let out = r.advance(window);
+    let starts = stream_starts(&out, M);
+    assert_eq!(starts.len(), 1, "{out:?}");
+    assert_eq!(stream_starts(&out, L)[0].interval_us, starts[0].interval_us);
+    starts[0].interval_us
+}
+
+#[test]
+fn c15_thresholds_from_the_config_apply_through_a_session() {
+    let config = Config {
+        default_interval_us: 20_000,
+        min_interval_us: 30_000,
+        max_interval_us: 50_000,
+        ..test_config()
+    };
+    let movie = || movies()[1].clone();
+    let cases = [
+        ((0, 0), 30_000, "D below MIN is raised"),
+        ((0, 40_000), 40_000, "a request between the thresholds wins"),
+        ((45_000, 35_000), 45_000, "the largest request wins"),
+        ((0, 80_000), 50_000, "a request above MAX is capped"),
+        ((29_000, 1), 30_000, "requests below MIN are raised"),
+    ];
+    for ((leader, member), want, why) in cases {
+        assert_eq!(
+            interval_through_a_session(config.clone(), movie(), leader, member),
+            want,
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn c15_interval_from_bitrate_derives_d_from_the_movie() {
+    // The demo movie: 490 282 bytes over 10 s (its mvhd), 392 225 bit/s, so
+    // D = 1316 × 8 × 10^6 / 392 225 = 26 841 µs.
+    let demo = Movie::in_memory(
+        "switchyard-demo-movie.mp4",
+        Bytes::from_static(include_bytes!("../../../../demo/demo-movie.mp4")),
+    );
+    let derived = Config {
+        interval_from_bitrate: true,
+        ..test_config()
+    };
+    assert_eq!(
+        interval_through_a_session(derived.clone(), demo.clone(), 0, 0),
+        26_841
+    );
+    // D then takes part in the rule like the configured default would.
+    assert_eq!(
+        interval_through_a_session(derived.clone(), demo.clone(), 0, 30_000),
+        30_000
+    );
+    assert_eq!(
+        interval_through_a_session(derived.clone(), demo.clone(), 20_000, 0),
+        26_841
+    );
+    let narrow = Config {
+        max_interval_us: 25_000,
+        ..derived.clone()
+    };
+    assert_eq!(
+        interval_through_a_session(narrow, demo.clone(), 0, 0),
+        25_000
+    );
+    // Off (the default): the configured D, 20 000 µs here.
+    assert_eq!(
+        interval_through_a_session(test_config(), demo, 0, 0),
+        20_000
+    );
+    // A movie whose bit rate cannot be read keeps the configured D.
+    assert_eq!(
+        interval_through_a_session(derived, movies()[1].clone(), 0, 0),
+        20_000
+    );
+}
+
 #[test]
 fn c16_window_without_choice_ends_no_movie_and_leader_leaving_ends_leader_left() {
     let mut r = Rig::new(test_config(), movies());
