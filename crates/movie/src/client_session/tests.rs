@@ -58,6 +58,8 @@ struct Client {
     addr: SocketAddr,
     c: ClientSession,
     events: Vec<ClientEvent>,
+    /// When each of `events` came out.
+    event_at: Vec<Instant>,
     file: Vec<u8>,
 }
 
@@ -103,6 +105,7 @@ impl World {
             addr: a(addr),
             c,
             events: Vec::new(),
+            event_at: Vec::new(),
             file: Vec::new(),
         });
         self.pump();
@@ -174,6 +177,7 @@ impl World {
                 self.ports.release(port);
             }
         }
+        let now = self.now;
         for i in 0..self.clients.len() {
             let mut out = Vec::new();
             let from = self.clients[i].addr;
@@ -190,6 +194,7 @@ impl World {
                     cl.file[*offset as usize..end].copy_from_slice(data);
                 }
                 cl.events.push(e);
+                cl.event_at.push(now);
             }
             for t in out {
                 self.emit(from, t);
@@ -391,6 +396,307 @@ fn c11_client_retransmits_1s_apart_gives_up_after_5_and_3_attempts() {
     );
 }
 
+/// What a client sent, decoded by where it went.
+#[derive(Debug, Clone, PartialEq)]
+enum Sent {
+    P0(P0Packet),
+    Ps(PsPacket),
+}
+
+/// Answers a scripted server gives to one datagram from the client.
+type Script = Box<dyn FnMut(&Sent) -> Vec<(SocketAddr, Bytes)>>;
+
+/// One client alone against a scripted server, on a virtual clock, with the
+/// time of everything it sends and of every event.
+struct Scripted {
+    c: ClientSession,
+    t0: Instant,
+    now: Instant,
+    sent: Vec<(Duration, Sent)>,
+    events: Vec<(Duration, ClientEvent)>,
+    server: Script,
+}
+
+const PS: &str = "127.0.0.1:40001";
+
+impl Scripted {
+    fn new(role: Role, server: Script) -> Scripted {
+        let t0 = Instant::now();
+        let params = ClientParams {
+            role,
+            interval_us: 0,
+            timers: ClientTimers::default(),
+        };
+        let mut s = Scripted {
+            c: ClientSession::new(params, t0),
+            t0,
+            now: t0,
+            sent: Vec::new(),
+            events: Vec::new(),
+            server,
+        };
+        s.flush();
+        s
+    }
+
+    fn leader(server: Script) -> Scripted {
+        Scripted::new(
+            Role::Leader {
+                server: a(P0),
+                requested_port: 40001,
+                movie: MovieSelector::First,
+            },
+            server,
+        )
+    }
+
+    /// Hands the client's datagrams to the script and its answers back,
+    /// without delay, until both are quiet.
+    fn flush(&mut self) {
+        for _ in 0..1_000 {
+            let mut replies = Vec::new();
+            while let Some(t) = self.c.poll_transmit() {
+                let sent = if t.to == a(P0) {
+                    Sent::P0(wire::decode_p0(&t.payload, Direction::ToServer).unwrap())
+                } else {
+                    assert_eq!(t.to, a(PS));
+                    Sent::Ps(wire::decode_ps(&t.payload, Direction::ToServer).unwrap())
+                };
+                replies.extend((self.server)(&sent));
+                self.sent.push((self.now - self.t0, sent));
+            }
+            while let Some(e) = self.c.poll_event() {
+                self.events.push((self.now - self.t0, e));
+            }
+            if replies.is_empty() {
+                return;
+            }
+            for (from, payload) in replies {
+                self.c.handle_datagram(self.now, from, &payload);
+            }
+        }
+        panic!("the client and the script never went quiet");
+    }
+
+    /// Runs the clock to `at` (from the start), waking the client at each
+    /// of its deadlines.
+    fn run_to(&mut self, at: Duration) {
+        let end = self.t0 + at;
+        for _ in 0..100_000 {
+            match self.c.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.c.handle_timeout(self.now);
+                    self.flush();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    /// Send times of the packets `pick` selects, with the Seq it returns.
+    fn times(&self, pick: impl Fn(&Sent) -> Option<u64>) -> Vec<(u64, u64)> {
+        self.sent
+            .iter()
+            .filter_map(|(t, s)| pick(s).map(|seq| (t.as_millis() as u64, seq)))
+            .collect()
+    }
+
+    fn finished_at(&self) -> Option<(u64, Outcome)> {
+        self.events.iter().find_map(|(t, e)| match e {
+            ClientEvent::Finished(o) => Some((t.as_millis() as u64, o.clone())),
+            _ => None,
+        })
+    }
+}
+
+fn port_requests(s: &Sent) -> Option<u64> {
+    match s {
+        Sent::P0(P0Packet::PortRequest { seq, .. }) => Some(*seq),
+        _ => None,
+    }
+}
+
+fn port_replies(s: &Sent) -> Option<u64> {
+    match s {
+        Sent::P0(P0Packet::PortReply { seq, .. }) => Some(*seq),
+        _ => None,
+    }
+}
+
+fn choices(s: &Sent) -> Option<u64> {
+    match s {
+        Sent::Ps(PsPacket::MovieChoice { seq, .. }) => Some(*seq),
+        _ => None,
+    }
+}
+
+fn requests_of(op: ControlOp) -> impl Fn(&Sent) -> Option<u64> {
+    move |s| match s {
+        Sent::Ps(PsPacket::Control(c)) if c.op == op => Some(c.seq),
+        _ => None,
+    }
+}
+
+/// `n` sends of one Seq, `every_ms` apart from `from_ms`.
+fn schedule(from_ms: u64, every_ms: u64, n: u64, seq: u64) -> Vec<(u64, u64)> {
+    (0..n).map(|i| (from_ms + i * every_ms, seq)).collect()
+}
+
+/// A server that answers the handshake and registrations, offers one
+/// movie, and leaves Movie Choice and Control unanswered unless told.
+fn helpful_server(ack_choice: bool) -> Script {
+    let mut offered = false;
+    Box::new(move |sent| {
+        let ps = |p: PsPacket| vec![(a(PS), p.encode())];
+        match sent {
+            Sent::P0(P0Packet::PortRequest { seq, .. }) => vec![(
+                a(P0),
+                P0Packet::PortAllocated {
+                    seq: *seq,
+                    port: 40001,
+                }
+                .encode(),
+            )],
+            Sent::P0(P0Packet::PortReply { seq, .. }) => {
+                vec![(a(P0), P0Packet::Ack { seq: *seq }.encode())]
+            }
+            Sent::Ps(PsPacket::RegistrationRequest { seq, .. }) => {
+                let mut out = ps(PsPacket::Ack { seq: *seq });
+                if !std::mem::replace(&mut offered, true) {
+                    out.extend(ps(PsPacket::MoviesAvailable {
+                        seq: 0x1a2b_3c4d,
+                        page: 0,
+                        pages: 1,
+                        entries: vec![wire::MovieListing {
+                            id: 0,
+                            name: "sintel.ts".into(),
+                        }],
+                    }));
+                }
+                out
+            }
+            Sent::Ps(PsPacket::MovieChoice { seq, .. }) if ack_choice => {
+                ps(PsPacket::Ack { seq: *seq })
+            }
+            _ => vec![],
+        }
+    })
+}
+
+#[test]
+fn c11_every_confirmable_packet_is_retransmitted_on_schedule() {
+    // Port Request: every 1 s, 5 sends per attempt, 3 attempts, then the
+    // error at 15 s.
+    let mut s = Scripted::leader(Box::new(|_| vec![]));
+    s.run_to(Duration::from_secs(20));
+    let want: Vec<(u64, u64)> = (1..=3)
+        .flat_map(|attempt| schedule((attempt - 1) * 5_000, 1_000, 5, attempt))
+        .collect();
+    assert_eq!(s.times(port_requests), want);
+    assert_eq!(
+        s.finished_at(),
+        Some((15_000, Outcome::Failed(ClientError::Handshake(3))))
+    );
+
+    // Port OK: answered Port Requests, unanswered Port OKs. Each attempt
+    // sends its Port OK every 1 s, 5 times; then a new attempt.
+    let mut s = Scripted::leader(Box::new(|sent| match sent {
+        Sent::P0(P0Packet::PortRequest { seq, .. }) => vec![(
+            a(P0),
+            P0Packet::PortAllocated {
+                seq: *seq,
+                port: 40001,
+            }
+            .encode(),
+        )],
+        _ => vec![],
+    }));
+    s.run_to(Duration::from_secs(20));
+    assert_eq!(
+        s.times(port_requests),
+        [(0, 1), (5_000, 3), (10_000, 5)],
+        "one Port Request per attempt, each answered at once"
+    );
+    let want: Vec<(u64, u64)> = (0..3)
+        .flat_map(|attempt| schedule(attempt * 5_000, 1_000, 5, 2 + attempt * 2))
+        .collect();
+    assert_eq!(s.times(port_replies), want);
+    assert_eq!(
+        s.finished_at(),
+        Some((15_000, Outcome::Failed(ClientError::Handshake(3))))
+    );
+
+    // Registration Request (a member's first): every 1 s, 5 sends, then
+    // the error at 5 s.
+    let mut s = Scripted::new(Role::Member { session: a(PS) }, Box::new(|_| vec![]));
+    s.run_to(Duration::from_secs(10));
+    let registrations = s.times(|x| match x {
+        Sent::Ps(PsPacket::RegistrationRequest { seq, .. }) => Some(*seq),
+        _ => None,
+    });
+    assert_eq!(registrations, schedule(0, 1_000, 5, 1));
+    assert_eq!(
+        s.finished_at(),
+        Some((5_000, Outcome::Failed(ClientError::Registration)))
+    );
+
+    // Movie Choice: the server answers everything else (refreshes
+    // included), never the choice: every 1 s, 5 sends, then the error at
+    // 5 s, with one LEAVE.
+    let mut s = Scripted::leader(helpful_server(false));
+    s.run_to(Duration::from_secs(10));
+    assert_eq!(s.times(choices), schedule(0, 1_000, 5, 4));
+    assert_eq!(
+        s.finished_at(),
+        Some((5_000, Outcome::Failed(ClientError::MovieChoice)))
+    );
+    assert_eq!(s.times(requests_of(ControlOp::Leave)).len(), 1);
+
+    // Control: PAUSE, RESUME and LEAVE every 200 ms, 5 sends each; an
+    // unanswered PAUSE or RESUME is reported at the 6th slot, LEAVE quits.
+    let mut s = Scripted::leader(helpful_server(true));
+    s.run_to(Duration::from_millis(2_000));
+    assert_eq!(s.times(choices), [(0, 4)], "ACKed at once, sent once");
+    s.c.set_paused(s.now, true);
+    s.flush();
+    s.run_to(Duration::from_millis(4_000));
+    s.c.set_paused(s.now, false);
+    s.flush();
+    s.run_to(Duration::from_millis(6_000));
+    s.c.quit(s.now);
+    s.flush();
+    s.run_to(Duration::from_secs(10));
+    let pauses = s.times(requests_of(ControlOp::Pause));
+    let resumes = s.times(requests_of(ControlOp::Resume));
+    let leaves = s.times(requests_of(ControlOp::Leave));
+    let seq_of = |v: &[(u64, u64)]| v.first().map(|x| x.1).unwrap();
+    assert_eq!(pauses, schedule(2_000, 200, 5, seq_of(&pauses)));
+    assert_eq!(resumes, schedule(4_000, 200, 5, seq_of(&resumes)));
+    assert_eq!(leaves, schedule(6_000, 200, 5, seq_of(&leaves)));
+    let unanswered: Vec<(u64, ControlOp)> = s
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            ClientEvent::ControlUnanswered(op) => Some((t.as_millis() as u64, *op)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unanswered,
+        [(3_000, ControlOp::Pause), (5_000, ControlOp::Resume)]
+    );
+    assert_eq!(s.finished_at(), Some((7_000, Outcome::Quit)));
+    // Refreshes went on, one a second, all the while.
+    let refreshes = s.times(|x| match x {
+        Sent::Ps(PsPacket::RegistrationRequest { seq, .. }) => Some(*seq),
+        _ => None,
+    });
+    let at: Vec<u64> = refreshes.iter().map(|r| r.0).collect();
+    assert_eq!(at, [0, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000]);
+}
+
 #[test]
 fn requested_port_busy_falls_back_to_another() {
     let mut w = World::new(fast_config(), library());
@@ -507,6 +813,51 @@ fn c31_stream_dead_after_silence_but_not_during_a_pause() {
     w.run_until_done(Duration::from_secs(30));
     assert_eq!(outcome(&w, l), Some(Outcome::Complete));
     assert_eq!(w.clients[l].c.stats().lost(), 0);
+}
+
+#[test]
+fn c31_long_interval_data_gap_is_20_intervals_not_5_s() {
+    // At 400 ms a chunk, max(20 × interval, 5 s) is 8 s. Only chunk 1
+    // arrives; ACKs of the refreshes keep coming, so the 5 s silence rule
+    // never applies and only the data rule can end the stream.
+    let config = Config {
+        default_interval_us: 400_000,
+        ..fast_config()
+    };
+    let mut w = World::new(config, long_library());
+    w.rule = Box::new(|_, _, b| match is_movie_data(b) {
+        Some(seq) if seq > 1 => Fate::Drop,
+        _ => Fate::Deliver,
+    });
+    let l = w.leader("127.0.0.2:50000", MovieSelector::Id(1));
+    w.run(Duration::from_millis(2_500));
+    assert_eq!(w.clients[l].c.stream().unwrap().interval_us, 400_000);
+    let data_at: Vec<Instant> = w.clients[l]
+        .events
+        .iter()
+        .zip(&w.clients[l].event_at)
+        .filter(|(e, _)| matches!(e, ClientEvent::Data { .. }))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(data_at.len(), 1, "chunk 1 only");
+    let last_data = data_at[0];
+    let start = w.now;
+    w.run(last_data + Duration::from_millis(7_900) - start);
+    assert_eq!(outcome(&w, l), None, "alive 7.9 s after the last data");
+    w.run(Duration::from_millis(100));
+    assert_eq!(
+        outcome(&w, l),
+        Some(Outcome::Failed(ClientError::StreamDead)),
+        "dead 8 s after the last data"
+    );
+    let finished_at = w.clients[l]
+        .events
+        .iter()
+        .zip(&w.clients[l].event_at)
+        .find(|(e, _)| matches!(e, ClientEvent::Finished(_)))
+        .map(|(_, t)| *t)
+        .unwrap();
+    assert_eq!(finished_at - last_data, Duration::from_secs(8));
 }
 
 #[test]
