@@ -13,6 +13,8 @@ use tokio::sync::broadcast;
 pub struct ChannelInfo {
     pub id: u32,
     pub number: u32,
+    /// The part after the dot of a number like `5.1` (M3U `tvg-chno`).
+    pub number_minor: Option<u32>,
     pub name: String,
     pub icon: Option<String>,
     pub tags: Vec<u32>,

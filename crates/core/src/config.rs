@@ -167,11 +167,27 @@ fn load_playlist(yard: &Yard, ic: &InputConfig, text: &[u8]) -> Vec<String> {
             .iter()
             .map(|t| yard.inner.catalog.tag_id(t))
             .collect();
-        if let Some(g) = entry.group_title.as_deref().filter(|g| !g.is_empty()) {
-            for g in g.split(';') {
-                tags.push(yard.inner.catalog.tag_id(g.trim()));
+        // Tvheadend reads `tvh-tags`, else `group-title`, several names
+        // separated by `|` (`;` is accepted too).
+        let groups = entry
+            .attribute("tvh-tags")
+            .or(entry.group_title.as_deref())
+            .unwrap_or("");
+        for g in groups
+            .split(['|', ';'])
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+        {
+            let id = yard.inner.catalog.tag_id(g);
+            if !tags.contains(&id) {
+                tags.push(id);
             }
         }
+        let (number, number_minor) = entry
+            .attribute("tvh-chnum")
+            .or(entry.tvg_chno.as_deref())
+            .or(entry.attribute("channel-number"))
+            .map_or((None, None), channel_number);
         let name = entry
             .tvg_name
             .clone()
@@ -183,11 +199,12 @@ fn load_playlist(yard: &Yard, ic: &InputConfig, text: &[u8]) -> Vec<String> {
             ProgramSelector::First,
             ChannelSpec {
                 name,
-                number: entry
-                    .tvg_chno
-                    .as_deref()
-                    .and_then(|n| n.trim().parse().ok()),
-                icon: entry.tvg_logo.clone(),
+                number,
+                number_minor,
+                icon: entry
+                    .tvg_logo
+                    .clone()
+                    .or_else(|| entry.attribute("logo").map(str::to_owned)),
                 tags,
                 epg_id: entry.tvg_id.clone(),
                 uuid_seed: format!("m3u:{}", entry.url),
@@ -195,6 +212,18 @@ fn load_playlist(yard: &Yard, ic: &InputConfig, text: &[u8]) -> Vec<String> {
         );
     }
     warnings
+}
+
+/// A channel number as playlists write it: `5` or `5.1` (major.minor).
+fn channel_number(text: &str) -> (Option<u32>, Option<u32>) {
+    let (major, minor) = match text.trim().split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text.trim(), None),
+    };
+    match major.parse::<u32>() {
+        Ok(n) => (Some(n), minor.and_then(|m| m.parse().ok())),
+        Err(_) => (None, None),
+    }
 }
 
 async fn add_input(yard: &Yard, ic: &InputConfig, input: Input) -> Result<(), String> {
@@ -206,6 +235,7 @@ async fn add_input(yard: &Yard, ic: &InputConfig, input: Input) -> Result<(), St
     let spec = |name: String, number: Option<u32>, seed: String| ChannelSpec {
         name,
         number,
+        number_minor: None,
         icon: ic.icon.clone(),
         tags: tags.clone(),
         epg_id: ic.epg_id.clone(),
@@ -265,6 +295,15 @@ mod tests {
         assert_eq!(w.programs, Programs::Named(ProgramsNamed::All));
         let w: W = toml::from_str("programs = 7").unwrap();
         assert_eq!(w.programs, Programs::Number(7));
+    }
+
+    #[test]
+    fn channel_numbers_with_a_minor_part() {
+        assert_eq!(channel_number("5"), (Some(5), None));
+        assert_eq!(channel_number(" 701.1 "), (Some(701), Some(1)));
+        assert_eq!(channel_number("5.x"), (Some(5), None));
+        assert_eq!(channel_number("five"), (None, None));
+        assert_eq!(channel_number(""), (None, None));
     }
 
     #[test]

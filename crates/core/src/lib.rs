@@ -139,6 +139,7 @@ impl Yard {
                 ChannelSpec {
                     name: d.name.to_string(),
                     number: Some(d.number),
+                    number_minor: None,
                     icon: None,
                     tags,
                     epg_id: Some(d.epg_id.to_string()),
@@ -167,6 +168,7 @@ impl Yard {
         let info = Arc::new(ChannelInfo {
             id,
             number,
+            number_minor: spec.number_minor.filter(|n| *n > 0),
             name: spec.name,
             icon: spec.icon,
             tags: spec.tags,
@@ -368,6 +370,7 @@ impl Yard {
 pub(crate) struct ChannelSpec {
     pub name: String,
     pub number: Option<u32>,
+    pub number_minor: Option<u32>,
     pub icon: Option<String>,
     pub tags: Vec<u32>,
     pub epg_id: Option<String>,

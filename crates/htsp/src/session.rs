@@ -682,8 +682,9 @@ impl Session {
         let mut m = Msg::new();
         m.add("channelId", ch.id)
             .add("channelIdStr", ch.uuid.clone())
-            .add("channelNumber", ch.number)
-            .add("channelName", ch.name.clone());
+            .add("channelNumber", ch.number);
+        m.add_opt("channelNumberMinor", ch.number_minor.filter(|n| *n > 0));
+        m.add("channelName", ch.name.clone());
         if let Some(icon) = &ch.icon {
             m.add("channelIcon", self.image(icon, true));
         }

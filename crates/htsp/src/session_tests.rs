@@ -16,6 +16,7 @@ fn chan(id: u32, name: &str, tags: Vec<u32>, icon: Option<&str>) -> Arc<ChannelI
     Arc::new(ChannelInfo {
         id,
         number: id,
+        number_minor: None,
         name: name.into(),
         icon: icon.map(Into::into),
         tags,

@@ -266,7 +266,10 @@ async fn playlist(State(s): St, headers: HeaderMap) -> Response {
             tvg_id: Some(c.uuid.clone()),
             tvg_name: Some(c.name.clone()),
             tvg_logo: c.icon.clone(),
-            tvg_chno: Some(c.number.to_string()),
+            tvg_chno: Some(match c.number_minor {
+                Some(minor) => format!("{}.{minor}", c.number),
+                None => c.number.to_string(),
+            }),
             duration: -1,
             group_title: Some(
                 c.tags
