@@ -1098,6 +1098,90 @@ fn c19_pacing_follows_t0_plus_k_interval_without_drift() {
 }
 
 #[test]
+fn c19_after_a_pause_chunks_are_due_at_t0_plus_k_interval_plus_the_pause() {
+    let movies = vec![
+        movies()[0].clone(),
+        Movie::in_memory("sintel.ts", movie_bytes(1_000 * 1316, 2)),
+    ];
+    let mut r = streaming_with(
+        Config {
+            member_timeout_ms: 3_600_000,
+            ..test_config()
+        },
+        movies,
+    );
+    let t0 = r.now;
+    let interval = Duration::from_millis(20);
+    let due = |k: u64, paused: Duration| t0 + interval * (k as u32 - 1) + paused;
+    // Wakes the session a little late each time, as a busy runtime would,
+    // and notes when each chunk went out to M.
+    let mut sent_at: Vec<(u64, Instant)> = vec![(1, t0)];
+    let mut wake = 0u64;
+    let mut run_until = |r: &mut Rig, until: Instant, sent_at: &mut Vec<(u64, Instant)>| {
+        for _ in 0..100_000 {
+            let Some(next) = r.s.poll_timeout() else {
+                break;
+            };
+            wake += 1;
+            let at = next + Duration::from_micros(wake * 731 % 2_000);
+            if at > until {
+                break;
+            }
+            r.now = at;
+            r.s.handle_timeout(at);
+            for (who, p) in r.drain() {
+                if let (true, PsPacket::MovieData { seq, .. }) = (who == a(M), p) {
+                    sent_at.push((seq, at));
+                }
+            }
+        }
+        r.now = until;
+    };
+    // PAUSE arrives 1 ms before chunk 301 is due, so the stream stands
+    // still exactly from PAUSE to RESUME.
+    run_until(
+        &mut r,
+        due(301, Duration::ZERO) - Duration::from_millis(1),
+        &mut sent_at,
+    );
+    let pause_at = r.now;
+    r.send(
+        L,
+        PsPacket::Control(Control::request(65, ControlOp::Pause, 0)),
+    );
+    assert_eq!(r.s.position(), 301);
+    let paused = Duration::from_millis(3_717);
+    let mut during = Vec::new();
+    run_until(&mut r, pause_at + paused, &mut during);
+    assert!(during.is_empty(), "nothing while paused: {during:?}");
+    let out = r.send(
+        L,
+        PsPacket::Control(Control::request(66, ControlOp::Resume, 0)),
+    );
+    sent_at.extend(data(&out, M).iter().map(|d| (d.0, r.now)));
+    let end = r.now + Duration::from_secs(20);
+    run_until(&mut r, end, &mut sent_at);
+    let seqs: Vec<u64> = sent_at.iter().map(|s| s.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=1_000).collect::<Vec<u64>>(),
+        "every chunk once, in order"
+    );
+    for &(k, at) in &sent_at {
+        let p = if k < 301 { Duration::ZERO } else { paused };
+        let want = due(k, p);
+        let error = if at >= want { at - want } else { want - at };
+        assert!(
+            error <= Duration::from_millis(3),
+            "chunk {k} sent {error:?} away from T0 + (k − 1) × interval + P"
+        );
+    }
+    // No drift: the last chunk is as close to its time as the first.
+    let (k, at) = *sent_at.last().unwrap();
+    assert!(at - due(k, paused) < Duration::from_millis(3));
+}
+
+#[test]
 fn c22_leave_is_acked_and_the_leader_told_left() {
     let mut r = streaming(test_config());
     r.advance(Duration::from_millis(50));
@@ -1166,6 +1250,52 @@ fn c23_silent_member_is_removed_after_5s_and_the_leader_told_timeout() {
         [EndReason::Expired]
     );
     assert_eq!(r.s.members(), 1);
+}
+
+#[test]
+fn c23_silent_member_is_present_at_4_9_s_and_gone_at_5_s() {
+    let movies = vec![
+        movies()[0].clone(),
+        Movie::in_memory("sintel.ts", movie_bytes(1000 * 1316, 2)),
+    ];
+    let mut r = streaming_with(test_config(), movies);
+    r.advance(Duration::from_millis(100));
+    // M's last packet: a refresh, now. L goes on refreshing every second.
+    assert_eq!(acks(&r.register(M, 10, 0), M), [10]);
+    let mut out = Vec::new();
+    for (i, step) in [1_000, 1_000, 1_000, 1_000, 900].into_iter().enumerate() {
+        out.extend(r.advance(Duration::from_millis(step)));
+        r.register(L, 20 + i as u64, 0);
+    }
+    assert_eq!(
+        r.s.members(),
+        2,
+        "still a member 4.9 s after its last packet"
+    );
+    assert!(
+        controls(&out, L)
+            .iter()
+            .all(|c| c.op != ControlOp::MemberLeft)
+    );
+    assert!(stream_ends(&out, M).is_empty());
+    assert!(!data(&out, M).is_empty(), "and still sent Movie Data");
+    let out = r.advance(Duration::from_millis(100));
+    assert_eq!(r.s.members(), 1, "gone 5 s after its last packet");
+    let left: Vec<Control> = controls(&out, L)
+        .into_iter()
+        .filter(|c| c.op == ControlOp::MemberLeft)
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].reason, left[0].member),
+        (LEFT_REASON_TIMEOUT, Some(a(M)))
+    );
+    assert_eq!(
+        stream_ends(&out, M).iter().map(|e| e.2).collect::<Vec<_>>(),
+        [EndReason::Expired]
+    );
+    let out = r.advance(Duration::from_millis(100));
+    assert!(data(&out, M).is_empty(), "no Movie Data after removal");
 }
 
 #[test]
@@ -1275,6 +1405,62 @@ fn c25_pause_and_resume_by_the_leader_only() {
         data(&out, M).iter().map(|d| d.0).collect::<Vec<_>>(),
         (position + 1..=11).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn c25_pause_and_resume_on_the_wire_from_a_member_change_nothing() {
+    let mut r = streaming(Config {
+        member_timeout_ms: 3_600_000,
+        ..test_config()
+    });
+    r.advance(Duration::from_millis(45));
+    // PAUSE (Op 2) and RESUME (Op 3) as M would put them on the wire, and
+    // the same from another port of the leader's host.
+    let pause = hex_bytes(
+        "80 0000000000000041 02 00 0000000000000000 00000000000000000000000000000000 0000",
+    );
+    let resume = hex_bytes(
+        "80 000000000000004d 03 00 0000000000000000 00000000000000000000000000000000 0000",
+    );
+    let leaders_host = "192.0.2.10:50001";
+    let unauthorised = r.s.discards.get(Discard::Unauthorised);
+    let mut tried = 0;
+    for from in [M, leaders_host] {
+        for bytes in [&pause, &resume] {
+            let position = r.s.position();
+            assert!(r.raw(from, bytes).is_empty(), "no ACK, no notice");
+            tried += 1;
+            assert_eq!(
+                r.s.discards.get(Discard::Unauthorised),
+                unauthorised + tried
+            );
+            assert_eq!(r.s.state(), SessionState::Streaming);
+            assert_eq!(r.s.position(), position);
+            let out = r.advance(Duration::from_millis(20));
+            assert_eq!(data(&out, M).len(), 1, "the stream goes on");
+            assert!(controls(&out, M).is_empty());
+        }
+    }
+    // While paused by the leader, a member's RESUME does not resume.
+    let out = r.send(
+        L,
+        PsPacket::Control(Control::request(0x50, ControlOp::Pause, 0)),
+    );
+    assert_eq!(acks(&out, L), [0x50]);
+    let position = r.s.position();
+    let resume = hex_bytes(
+        "80 0000000000000060 03 00 0000000000000000 00000000000000000000000000000000 0000",
+    );
+    assert!(r.raw(M, &resume).is_empty());
+    assert_eq!(
+        r.s.discards.get(Discard::Unauthorised),
+        unauthorised + tried + 1
+    );
+    let out = r.advance(Duration::from_millis(500));
+    assert_eq!(r.s.state(), SessionState::Paused);
+    assert_eq!(r.s.position(), position);
+    assert!(data(&out, M).is_empty());
+    assert!(controls(&out, M).iter().all(|c| c.op != ControlOp::Resumed));
 }
 
 #[test]
@@ -1439,6 +1625,148 @@ fn c32_discarded_datagrams_change_nothing_and_get_no_reply() {
     let out = r.advance(Duration::from_millis(200));
     let seqs: Vec<u64> = data(&out, L).iter().map(|d| d.0).collect();
     assert_eq!(seqs.last(), Some(&11));
+}
+
+#[test]
+fn c32_p0_rows_of_14_10_get_no_reply_and_count_once() {
+    let rows: Vec<(Vec<u8>, Discard)> = vec![
+        (
+            hex_bytes("04 00 00 00 00 00 00 00 02 9c 41"),
+            Discard::BadLength,
+        ),
+        (
+            hex_bytes("04 00 00 00 00 00 00 00 02 9c 41 02"),
+            Discard::BadField,
+        ),
+        (
+            hex_bytes("01 00 00 00 00 00 00 00 00 00 00"),
+            Discard::BadField,
+        ),
+        (
+            hex_bytes("02 00 00 00 00 00 00 00 05 9c 41"),
+            Discard::UnknownType,
+        ),
+        (
+            hex_bytes("11 00 00 00 00 00 00 00 01"),
+            Discard::UnknownType,
+        ),
+        (hex_bytes("01 00 00 00"), Discard::Truncated),
+        (vec![0x01; 1401], Discard::Oversized),
+        (vec![0x10; 2000], Discard::Oversized),
+        (
+            hex_bytes("10 00 00 00 00 00 00 00 01 00 00"),
+            Discard::BadLength,
+        ),
+    ];
+    let mut r = P0Rig::new(Config::default());
+    // A pending allocation, so that a Port OK for its port would be valid.
+    assert_eq!(
+        r.p(
+            L,
+            P0Packet::PortRequest {
+                seq: 1,
+                port: 40001
+            }
+        ),
+        [P0Packet::PortAllocated {
+            seq: 1,
+            port: 40001
+        }]
+    );
+    for (bytes, counter) in rows {
+        let before: Vec<u64> = Discard::ALL.iter().map(|d| r.n.discards.get(*d)).collect();
+        assert!(r.send(L, &bytes).is_empty(), "{bytes:02x?} got a reply");
+        for (d, was) in Discard::ALL.iter().zip(before) {
+            let want = if *d == counter { was + 1 } else { was };
+            assert_eq!(
+                r.n.discards.get(*d),
+                want,
+                "{bytes:02x?}: {d:?} (expected {counter:?} up by 1)"
+            );
+        }
+    }
+    // The pending allocation is untouched: the real Port OK still works.
+    assert_eq!(
+        r.p(
+            L,
+            P0Packet::PortReply {
+                seq: 2,
+                port: 40001,
+                ok: true
+            }
+        ),
+        [P0Packet::Ack { seq: 2 }]
+    );
+}
+
+/// The counter §12.1 names for a datagram sent to Ps, when its size, header,
+/// type or length alone decide; `None` when the fields would have to be
+/// read.
+fn ps_discard_by_shape(bytes: &[u8]) -> Option<Discard> {
+    if bytes.len() > 1400 {
+        return Some(Discard::Oversized);
+    }
+    if bytes.len() < 9 {
+        return Some(Discard::Truncated);
+    }
+    let expected_len = match bytes[0] {
+        0x01 => 13,
+        0x04 => 11,
+        0x08 => 9,
+        0x80 => 37,
+        _ => return Some(Discard::UnknownType),
+    };
+    (bytes.len() != expected_len).then_some(Discard::BadLength)
+}
+
+#[test]
+fn c32_random_datagrams_on_ps_are_counted_by_the_rule_they_break() {
+    let mut r = streaming(Config {
+        member_timeout_ms: 3_600_000,
+        ..test_config()
+    });
+    r.advance(Duration::from_millis(30));
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut expected = [0u64; 10];
+    let before: Vec<u64> = Discard::ALL.iter().map(|d| r.s.discards.get(*d)).collect();
+    let mut unshaped = 0;
+    for i in 0..3_000 {
+        // Every fifth one short, so that the header check is reached often.
+        let len = rng.random_range(0..if i % 5 == 0 { 12 } else { 2000 });
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        // Half of them carry a type Ps knows, so that the length check is
+        // reached often.
+        if i % 2 == 0
+            && let Some(b) = bytes.first_mut()
+        {
+            *b = [0x01u8, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80][rng.random_range(0..8)];
+        }
+        let from = [X, M, L][i % 3];
+        let total = r.s.discards.total();
+        let out = r.raw(from, &bytes);
+        match ps_discard_by_shape(&bytes) {
+            Some(d) => {
+                assert!(out.is_empty(), "{bytes:02x?} got {out:?}");
+                expected[d as usize] += 1;
+            }
+            None => unshaped += 1,
+        }
+        if out.is_empty() {
+            assert_eq!(r.s.discards.total(), total + 1, "{bytes:02x?} not counted");
+        }
+    }
+    for (i, d) in Discard::ALL.iter().enumerate().take(4) {
+        assert_eq!(
+            r.s.discards.get(*d) - before[i],
+            expected[i],
+            "{d:?} miscounted"
+        );
+        assert!(expected[i] > 50, "{d:?} hardly exercised");
+    }
+    assert!(unshaped < 30, "{unshaped}");
+    assert_eq!(r.s.members(), 2);
+    let out = r.advance(Duration::from_millis(200));
+    assert!(!data(&out, M).is_empty(), "the stream goes on");
 }
 
 #[test]
