@@ -141,7 +141,7 @@ async fn m3u_numbers_logos_groups_and_xmltv_events() {
 }
 
 // 23: a removed channel is deleted on every async connection, with its
-// events.
+// events; a subscription of it gets `subscriptionStop` (§8.4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_channel_sends_channel_delete_and_event_deletes() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +154,25 @@ async fn removing_a_channel_sends_channel_delete_and_event_deletes() {
         .iter()
         .map(|e| i64::from(e.id))
         .collect();
+    // A subscription of the channel is stopped, its connection stays.
+    let r = b
+        .request(
+            m("subscribe")
+                .with("subscriptionId", 4i64)
+                .with("channelId", 2i64),
+        )
+        .await;
+    assert!(!r.contains("error"), "{r:?}");
+    b.wait_for(T, |m| method_of(m) == "muxpkt")
+        .await
+        .expect("packets before the removal");
     assert!(s.yard.remove_channel(2));
+    let stop = b
+        .wait_for(T, |m| method_of(m) == "subscriptionStop")
+        .await
+        .expect("subscriptionStop");
+    assert_eq!(stop.get_s64("subscriptionId"), Some(4));
+    assert_eq!(stop.get_str("status").as_deref(), Some("Source deleted"));
     for c in [&mut a, &mut b] {
         let del = c
             .wait_for(T, |m| method_of(m) == "channelDelete")
@@ -182,4 +200,11 @@ async fn removing_a_channel_sends_channel_delete_and_event_deletes() {
         )
         .await;
     assert!(r.contains("error"), "{r:?}");
+    let r = b
+        .request(m("unsubscribe").with("subscriptionId", 4i64))
+        .await;
+    assert!(
+        !r.contains("error"),
+        "the connection is still served: {r:?}"
+    );
 }
