@@ -73,6 +73,29 @@ pub fn proc_rss(pid: u32) -> Option<u64> {
         .map(|kib| kib * 1024)
 }
 
+/// Time the process's threads spent runnable but waiting for a CPU, summed
+/// over its threads (`/proc/<pid>/task/*/schedstat`, second field, ns). On
+/// a shared machine this shows how much the server was held back by others.
+pub fn proc_runqueue_wait(pid: u32) -> Duration {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let mut ns = 0u64;
+    for entry in dir.flatten() {
+        let text = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
+        ns += text.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn rusage(who: libc::c_int) -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we own.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -99,9 +122,6 @@ pub fn self_cpu() -> Duration {
     rusage(libc::RUSAGE_SELF)
 }
 
-pub fn self_rss() -> u64 {
-    proc_rss(std::process::id()).unwrap_or(0)
-}
 
 #[cfg(test)]
 mod tests {

@@ -102,7 +102,7 @@ enum Scenario {
         /// Room counts (default 5,10,25; --quick 2).
         #[arg(long, value_parser = list)]
         rooms: Option<std::vec::Vec<usize>>,
-        /// Measurement window per size, seconds (default 8, --quick 3).
+        /// Measurement window per size, seconds (default 5, --quick 3).
         #[arg(long)]
         seconds: Option<u64>,
     },
@@ -185,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = scenario::sfu::SfuOptions {
                 fan_out: pick(fan_out, &[10, 50, 100, 200], &[10]),
                 rooms: pick(rooms, &[5, 10, 25], &[2]),
-                seconds: secs(seconds, 8, 3),
+                seconds: secs(seconds, 5, 3),
             };
             scenario::sfu::run(&opts, command)?
         }

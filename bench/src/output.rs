@@ -281,6 +281,12 @@ impl Report {
         let _ = writeln!(s, "- command: `{}`", self.command);
         let _ = writeln!(s, "- machine: {}", machine.one_line());
         let _ = writeln!(s, "- date: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+        let _ = writeln!(
+            s,
+            "- machine load: 1-minute load average {:.1} when the run ended, on {} cores",
+            crate::machine::load_average(),
+            machine.nproc
+        );
         let _ = writeln!(s, "- target: {} — {}", self.target, self.verdict.word());
         let _ = writeln!(
             s,

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 
 use crate::machine::{proc_cpu, proc_rss};
 
+
 /// The binary at `given`, or the one `cargo build --release -p switchyard` makes.
 pub fn locate_or_build(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
@@ -182,6 +183,11 @@ impl ServerProcess {
         proc_cpu(self.pid).unwrap_or_default()
     }
 
+    /// Run-queue wait of all the server's threads so far.
+    pub fn waited(&self) -> Duration {
+        crate::machine::proc_runqueue_wait(self.pid)
+    }
+
     pub fn rss(&self) -> u64 {
         proc_rss(self.pid).unwrap_or(0)
     }
@@ -192,11 +198,6 @@ impl ServerProcess {
             bail!("GET {path}: status {status}: {body}");
         }
         Ok(body)
-    }
-
-    /// Sum of every series of a Prometheus metric (all label sets).
-    pub fn metric(&self, name: &str) -> f64 {
-        self.get("/metrics").map_or(0.0, |text| metric_sum(&text, name))
     }
 
     /// The last lines of the server's log, for error messages.

@@ -132,6 +132,8 @@ pub fn fanout_report(
         "min / mean bytes vs expected".into(),
         "RSS per client (KB)".into(),
         "bench CPU %".into(),
+        "server waiting for a CPU %".into(),
+        "load average".into(),
     ]);
     let mut table = Table { columns: cols, rows: Vec::new() };
     let mut cpu = Vec::new();
@@ -158,6 +160,8 @@ pub fn fanout_report(
             format!("{:.0} % / {:.0} %", r.min_bytes() as f64 / expected * 100.0, r.mean_bytes() / expected * 100.0),
             format!("{:.1}", r.rss_per_client() / 1000.0),
             format!("{:.0}", r.bench_cpu_pct),
+            format!("{:.0}", r.server_wait_pct),
+            format!("{:.1}", r.load_average),
         ]);
         table.push(row);
         cpu.push((r.n as f64, r.server_cpu_pct));

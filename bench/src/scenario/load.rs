@@ -44,6 +44,11 @@ pub struct FanoutRun {
     pub window: Duration,
     /// Server CPU over the window, in % of one core.
     pub server_cpu_pct: f64,
+    /// Time the server's threads waited for a CPU, % of the window (summed
+    /// over threads, so it can pass 100).
+    pub server_wait_pct: f64,
+    /// The machine's 1-minute load average at the end of the window.
+    pub load_average: f64,
     /// This process's CPU over the window (the clients), % of one core.
     pub bench_cpu_pct: f64,
     pub rss_baseline: u64,
@@ -52,8 +57,6 @@ pub struct FanoutRun {
     pub bytes: Vec<u64>,
     /// Clients whose stream ended during the run.
     pub ended: usize,
-    /// Clients that never received media.
-    pub not_ready: usize,
     /// Client-reported drops in the window (summed over clients).
     pub client_drops: u64,
     /// Server metric deltas over the window, by metric name.
@@ -137,6 +140,7 @@ where
 
     let t0 = Instant::now();
     let cpu0 = server.cpu();
+    let wait0 = server.waited();
     let bench0 = self_cpu();
     let (bytes0, drops0) = snapshot(&counters);
     let m0 = metrics(server, drop_metrics);
@@ -147,6 +151,7 @@ where
         rss_loaded = rss_loaded.max(server.rss());
     }
     let cpu1 = server.cpu();
+    let wait1 = server.waited();
     let bench1 = self_cpu();
     let (bytes1, drops1) = snapshot(&counters);
     let elapsed = t0.elapsed();
@@ -158,12 +163,13 @@ where
         n,
         window: elapsed,
         server_cpu_pct: (cpu1.saturating_sub(cpu0)).as_secs_f64() / secs * 100.0,
+        server_wait_pct: (wait1.saturating_sub(wait0)).as_secs_f64() / secs * 100.0,
+        load_average: crate::machine::load_average(),
         bench_cpu_pct: (bench1.saturating_sub(bench0)).as_secs_f64() / secs * 100.0,
         rss_baseline,
         rss_loaded,
         bytes: bytes1.iter().zip(&bytes0).map(|(a, b)| a - b).collect(),
         ended: counters.iter().filter(|c| c.ended.load(Ordering::Relaxed)).count(),
-        not_ready: counters.iter().filter(|c| !c.ready.load(Ordering::Relaxed)).count(),
         client_drops: drops1.saturating_sub(drops0),
         server_drops: m1.iter().zip(&m0).map(|((name, a), (_, b))| (name.clone(), a - b)).collect(),
     })

@@ -18,6 +18,8 @@ pub fn run(sizes: &[(usize, usize)], rate_bps: u64, seconds: u64, command: Strin
         "jitter max (ms)",
         "server CPU % of a core",
         "whole process CPU %",
+        "process waiting for a CPU %",
+        "load average",
     ]);
     let mut cpu = Vec::new();
     let mut verdict = Verdict::NotMeasured;
@@ -27,7 +29,9 @@ pub fn run(sizes: &[(usize, usize)], rate_bps: u64, seconds: u64, command: Strin
     )];
     for &(s, m) in sizes {
         println!("movie: {s} sessions × {m} members at {rate_bps} bit/s for {seconds} s");
+        let wait0 = crate::machine::proc_runqueue_wait(std::process::id());
         let r = movie::loadgen::run_local(s, m, rate_bps, Duration::from_secs(seconds))?;
+        let waited = crate::machine::proc_runqueue_wait(std::process::id()).saturating_sub(wait0);
         let wall = r.wall.as_secs_f64().max(1e-9);
         let server_pct = r.server_cpu.map(|c| c.as_secs_f64() / wall * 100.0);
         let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
@@ -42,6 +46,8 @@ pub fn run(sizes: &[(usize, usize)], rate_bps: u64, seconds: u64, command: Strin
             ms(r.jitter_max_us),
             server_pct.map_or("-".into(), |p| format!("{p:.1}")),
             format!("{:.1}", r.process_cpu.as_secs_f64() / wall * 100.0),
+            format!("{:.0}", waited.as_secs_f64() / wall * 100.0),
+            format!("{:.1}", crate::machine::load_average()),
         ]);
         if let Some(p) = server_pct {
             cpu.push(((s * m) as f64, p));
