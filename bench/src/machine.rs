@@ -19,14 +19,21 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let memory = meminfo
             .lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or_else(|| "unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0));
+            .map_or_else(
+                || "unknown".into(),
+                |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0),
+            );
         let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
         let os = os_release
             .lines()
@@ -34,7 +41,13 @@ impl Machine {
             .map_or_else(|| "unknown".into(), |v| v.trim_matches('"').to_string());
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |k| k.trim().to_string());
-        Machine { nproc, cpu_model, memory, os, kernel }
+        Machine {
+            nproc,
+            cpu_model,
+            memory,
+            os,
+            kernel,
+        }
     }
 
     pub fn one_line(&self) -> String {
@@ -83,7 +96,11 @@ pub fn proc_runqueue_wait(pid: u32) -> Duration {
     let mut ns = 0u64;
     for entry in dir.flatten() {
         let text = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
-        ns += text.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ns += text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     Duration::from_nanos(ns)
 }
@@ -103,7 +120,9 @@ fn rusage(who: libc::c_int) -> Duration {
     if rc != 0 {
         return Duration::ZERO;
     }
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
@@ -121,7 +140,6 @@ pub fn children_cpu() -> Duration {
 pub fn self_cpu() -> Duration {
     rusage(libc::RUSAGE_SELF)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -39,14 +39,22 @@ struct Cli {
 }
 
 fn list(s: &str) -> Result<Vec<usize>, String> {
-    s.split(',').map(|v| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"))).collect()
+    s.split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}")))
+        .collect()
 }
 
 fn sizes(s: &str) -> Result<Vec<(usize, usize)>, String> {
     s.split(',')
         .map(|v| {
-            let (a, b) = v.trim().split_once(['x', '×']).ok_or_else(|| format!("{v:?}: expected SxM"))?;
-            Ok((a.parse().map_err(|e| format!("{v:?}: {e}"))?, b.parse().map_err(|e| format!("{v:?}: {e}"))?))
+            let (a, b) = v
+                .trim()
+                .split_once(['x', '×'])
+                .ok_or_else(|| format!("{v:?}: expected SxM"))?;
+            Ok((
+                a.parse().map_err(|e| format!("{v:?}: {e}"))?,
+                b.parse().map_err(|e| format!("{v:?}: {e}"))?,
+            ))
         })
         .collect()
 }
@@ -134,8 +142,36 @@ fn main() -> ExitCode {
 
 /// The command line to rerun what was just run, as BENCHMARKS.md shows it.
 fn rerun_command() -> String {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--results")).collect();
-    format!("cargo run --release -p switchyard-bench -- {}", args.join(" "))
+    portable_command(std::env::args().skip(1))
+}
+
+/// `args` as a `cargo run` line anyone can paste: the options naming files
+/// of this machine (`--server-bin`, `--results`, with their values) are left
+/// out, since the defaults build and use the same things in any checkout.
+fn portable_command(args: impl Iterator<Item = String>) -> String {
+    const LOCAL: &[&str] = &["--server-bin", "--results"];
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if LOCAL.contains(&a.as_str()) {
+            skip_value = true;
+            continue;
+        }
+        if LOCAL
+            .iter()
+            .any(|o| a.strip_prefix(o).is_some_and(|rest| rest.starts_with('=')))
+        {
+            continue;
+        }
+        kept.push(a);
+    }
+    format!(
+        "cargo run --release -p switchyard-bench -- {}",
+        kept.join(" ")
+    )
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -146,10 +182,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let pick = |given: Option<Vec<usize>>, full: &[usize], smoke: &[usize]| {
         given.unwrap_or_else(|| if quick { smoke.to_vec() } else { full.to_vec() })
     };
-    let secs = |given: Option<u64>, full: u64, smoke: u64| given.unwrap_or(if quick { smoke } else { full });
+    let secs = |given: Option<u64>, full: u64, smoke: u64| {
+        given.unwrap_or(if quick { smoke } else { full })
+    };
     let server_bin = || server::locate_or_build(cli.server_bin.as_deref());
     let report = match cli.command {
-        Scenario::Demux { files, megabytes, no_ffmpeg } => {
+        Scenario::Demux {
+            files,
+            megabytes,
+            no_ffmpeg,
+        } => {
             let files = if files.is_empty() {
                 let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../demo");
                 vec![demo.join("channel-1.ts"), demo.join("channel-2.ts")]
@@ -170,18 +212,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             scenario::fanout::run(&server_bin()?, &opts, command)?
         }
-        Scenario::HtspFanout { subscribers, seconds } => {
+        Scenario::HtspFanout {
+            subscribers,
+            seconds,
+        } => {
             let opts = scenario::htsp_fanout::HtspOptions {
                 subscribers: pick(subscribers, &[1, 10, 100, 500, 1000], &[1, 10]),
                 seconds: secs(seconds, 10, 3),
             };
             scenario::htsp_fanout::run(&server_bin()?, &opts, command)?
         }
-        Scenario::Movie { sizes, rate_bps, seconds } => {
-            let sizes = sizes.unwrap_or_else(|| if quick { vec![(2, 5)] } else { vec![(10, 10), (50, 10)] });
+        Scenario::Movie {
+            sizes,
+            rate_bps,
+            seconds,
+        } => {
+            let sizes = sizes.unwrap_or_else(|| {
+                if quick {
+                    vec![(2, 5)]
+                } else {
+                    vec![(10, 10), (50, 10)]
+                }
+            });
             scenario::movie::run(&sizes, rate_bps, secs(seconds, 10, 3), command)?
         }
-        Scenario::Sfu { fan_out, rooms, seconds } => {
+        Scenario::Sfu {
+            fan_out,
+            rooms,
+            seconds,
+        } => {
             let opts = scenario::sfu::SfuOptions {
                 fan_out: pick(fan_out, &[10, 50, 100, 200], &[10]),
                 rooms: pick(rooms, &[5, 10, 25], &[2]),
@@ -205,4 +264,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     report.publish(&results, &machine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portable_command;
+
+    fn args(line: &str) -> impl Iterator<Item = String> {
+        line.split(' ')
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn recorded_command_names_no_local_path() {
+        assert_eq!(
+            portable_command(args(
+                "--server-bin /srv/t/release/switchyard fanout --readers 1,10"
+            )),
+            "cargo run --release -p switchyard-bench -- fanout --readers 1,10"
+        );
+        assert_eq!(
+            portable_command(args(
+                "htsp-fanout --server-bin=/x/switchyard --results /tmp/r --seconds 5"
+            )),
+            "cargo run --release -p switchyard-bench -- htsp-fanout --seconds 5"
+        );
+        assert_eq!(
+            portable_command(args("--quick owt-signaling --results=/tmp/r")),
+            "cargo run --release -p switchyard-bench -- --quick owt-signaling"
+        );
+    }
 }

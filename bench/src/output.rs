@@ -53,7 +53,12 @@ impl Table {
         };
         let mut out = line(&self.columns);
         out.push('\n');
-        out.push_str(&w.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+        out.push_str(
+            &w.iter()
+                .map(|w| "-".repeat(*w))
+                .collect::<Vec<_>>()
+                .join("  "),
+        );
         out.push('\n');
         for r in &self.rows {
             out.push_str(&line(r));
@@ -97,12 +102,20 @@ pub struct Series {
 
 impl Series {
     pub fn new(name: &str, points: Vec<(f64, f64)>) -> Series {
-        Series { name: name.into(), points }
+        Series {
+            name: name.into(),
+            points,
+        }
     }
 }
 
 /// Series colours (not red: red is the target line).
-const COLORS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(255, 127, 14), RGBColor(148, 103, 189)];
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+];
 
 /// A line chart, or a bar chart when `categories` is set (x = category index).
 #[derive(Debug, Clone, Default)]
@@ -132,7 +145,9 @@ impl Plot {
         let (mut x0, mut x1) = if bars {
             (-0.5, self.categories.len() as f64 - 0.5)
         } else {
-            all.clone().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(tx(p.0)), b.max(tx(p.0))))
+            all.clone().fold((f64::MAX, f64::MIN), |(a, b), p| {
+                (a.min(tx(p.0)), b.max(tx(p.0)))
+            })
         };
         if x0 >= x1 {
             x0 -= 0.5;
@@ -177,7 +192,13 @@ impl Plot {
             .y_desc(&self.y_label)
             .x_labels(if bars { 40 } else { 12 })
             .x_label_formatter(&x_fmt)
-            .y_label_formatter(&|v: &f64| if y1 >= 20.0 { format!("{v:.0}") } else { format!("{v:.2}") })
+            .y_label_formatter(&|v: &f64| {
+                if y1 >= 20.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
             .disable_x_mesh()
             .draw()?;
 
@@ -189,21 +210,38 @@ impl Plot {
                 let left = -0.4 + width * i as f64;
                 chart
                     .draw_series(s.points.iter().map(|(x, y)| {
-                        Rectangle::new([(x + left, 0.0), (x + left + width * 0.95, *y)], color.filled())
+                        Rectangle::new(
+                            [(x + left, 0.0), (x + left + width * 0.95, *y)],
+                            color.filled(),
+                        )
                     }))?
                     .label(&s.name)
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                    });
             } else {
                 chart
-                    .draw_series(LineSeries::new(s.points.iter().map(|(x, y)| (tx(*x), *y)), color.stroke_width(2)))?
+                    .draw_series(LineSeries::new(
+                        s.points.iter().map(|(x, y)| (tx(*x), *y)),
+                        color.stroke_width(2),
+                    ))?
                     .label(&s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-                chart.draw_series(s.points.iter().map(|(x, y)| Circle::new((tx(*x), *y), 4, color.filled())))?;
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart.draw_series(
+                    s.points
+                        .iter()
+                        .map(|(x, y)| Circle::new((tx(*x), *y), 4, color.filled())),
+                )?;
             }
         }
         if let Some((label, t)) = &self.target {
             chart
-                .draw_series(LineSeries::new(vec![(x0 - pad, *t), (x1 + pad, *t)], RED.stroke_width(1)))?
+                .draw_series(LineSeries::new(
+                    vec![(x0 - pad, *t), (x1 + pad, *t)],
+                    RED.stroke_width(1),
+                ))?
                 .label(label)
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
@@ -260,10 +298,15 @@ impl Report {
         for n in &self.notes {
             println!("note: {n}");
         }
-        println!("target: {} — {}", self.target, self.verdict.word().trim_matches('*'));
+        println!(
+            "target: {} — {}",
+            self.target,
+            self.verdict.word().trim_matches('*')
+        );
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let csv = dir.join(format!("{}.csv", self.scenario));
-        std::fs::write(&csv, self.table.to_csv()).with_context(|| format!("writing {}", csv.display()))?;
+        std::fs::write(&csv, self.table.to_csv())
+            .with_context(|| format!("writing {}", csv.display()))?;
         let svg = dir.join(format!("{}.svg", self.scenario));
         if let Some(p) = &self.plot {
             p.draw(&svg)?;
@@ -271,7 +314,15 @@ impl Report {
         let md = dir.join(format!("{}.md", self.scenario));
         std::fs::write(&md, self.markdown(machine, self.plot.is_some()))
             .with_context(|| format!("writing {}", md.display()))?;
-        println!("wrote {}{}", csv.display(), if self.plot.is_some() { format!(", {}", svg.display()) } else { String::new() });
+        println!(
+            "wrote {}{}",
+            csv.display(),
+            if self.plot.is_some() {
+                format!(", {}", svg.display())
+            } else {
+                String::new()
+            }
+        );
         Ok(())
     }
 
@@ -280,7 +331,11 @@ impl Report {
         let _ = writeln!(s, "### `{}`: {}\n", self.scenario, self.title);
         let _ = writeln!(s, "- command: `{}`", self.command);
         let _ = writeln!(s, "- machine: {}", machine.one_line());
-        let _ = writeln!(s, "- date: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+        let _ = writeln!(
+            s,
+            "- date: {}",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
         let _ = writeln!(
             s,
             "- machine load: 1-minute load average {:.1} when the run ended, on {} cores",
@@ -292,7 +347,11 @@ impl Report {
             s,
             "- figures: [{0}.csv](bench/results/{0}.csv){1}\n",
             self.scenario,
-            if has_plot { format!(", plot [{0}.svg](bench/results/{0}.svg)", self.scenario) } else { String::new() }
+            if has_plot {
+                format!(", plot [{0}.svg](bench/results/{0}.svg)", self.scenario)
+            } else {
+                String::new()
+            }
         );
         s.push_str(&self.table.to_markdown());
         if !self.notes.is_empty() {

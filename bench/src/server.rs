@@ -14,7 +14,6 @@ use anyhow::{Context, bail};
 
 use crate::machine::{proc_cpu, proc_rss};
 
-
 /// The binary at `given`, or the one `cargo build --release -p switchyard` makes.
 pub fn locate_or_build(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
@@ -28,7 +27,13 @@ pub fn locate_or_build(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     println!("building the server: cargo build --release -p switchyard");
     let out = Command::new(cargo)
         .current_dir(&workspace)
-        .args(["build", "--release", "-p", "switchyard", "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "switchyard",
+            "--message-format=json-render-diagnostics",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo")?;
@@ -37,11 +42,14 @@ pub fn locate_or_build(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     for line in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["reason"] == "compiler-artifact" && v["target"]["name"] == "switchyard" {
-            if let Some(exe) = v["executable"].as_str() {
-                return Ok(PathBuf::from(exe));
-            }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-artifact"
+            && v["target"]["name"] == "switchyard"
+            && let Some(exe) = v["executable"].as_str()
+        {
+            return Ok(PathBuf::from(exe));
         }
     }
     bail!("cargo built no `switchyard` executable")
@@ -54,12 +62,17 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// A free UDP port on 127.0.0.1.
 pub fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// `switchyard --print-config`, parsed: which sections this build knows.
 pub fn printed_config(bin: &Path) -> anyhow::Result<toml::Table> {
-    let out = Command::new(bin).arg("--print-config").output().context("switchyard --print-config")?;
+    let out = Command::new(bin)
+        .arg("--print-config")
+        .output()
+        .context("switchyard --print-config")?;
     let text = String::from_utf8_lossy(&out.stdout);
     toml::from_str(&text).context("parsing switchyard --print-config")
 }
@@ -79,10 +92,15 @@ const UDP_SECTIONS: &[&str] = &["movie", "rtc"];
 /// Moves every `*listen*` key of every section the server knows to a free
 /// 127.0.0.1 port, so the bench never binds a public address nor collides
 /// with another server on this machine.
-fn loopback_listeners(printed: &toml::Table, listeners: &mut BTreeMap<String, SocketAddr>) -> anyhow::Result<toml::Table> {
+fn loopback_listeners(
+    printed: &toml::Table,
+    listeners: &mut BTreeMap<String, SocketAddr>,
+) -> anyhow::Result<toml::Table> {
     let mut out = toml::Table::new();
     for (section, value) in printed {
-        let Some(table) = value.as_table() else { continue };
+        let Some(table) = value.as_table() else {
+            continue;
+        };
         if section == "web" {
             continue;
         }
@@ -91,11 +109,17 @@ fn loopback_listeners(printed: &toml::Table, listeners: &mut BTreeMap<String, So
             if !key.contains("listen") {
                 continue;
             }
-            let port = if UDP_SECTIONS.contains(&section.as_str()) { free_udp_port()? } else { free_port()? };
+            let port = if UDP_SECTIONS.contains(&section.as_str()) {
+                free_udp_port()?
+            } else {
+                free_port()?
+            };
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let new = match v {
                 toml::Value::String(_) => toml::Value::String(addr.to_string()),
-                toml::Value::Array(_) => toml::Value::Array(vec![toml::Value::String(addr.to_string())]),
+                toml::Value::Array(_) => {
+                    toml::Value::Array(vec![toml::Value::String(addr.to_string())])
+                }
                 _ => continue,
             };
             listeners.insert(format!("{section}.{key}"), addr);
@@ -104,7 +128,10 @@ fn loopback_listeners(printed: &toml::Table, listeners: &mut BTreeMap<String, So
         if section == "rtc" {
             // Media ports: ephemeral, loopback candidates only.
             moved.insert("port_base".into(), toml::Value::Integer(0));
-            moved.insert("host_addresses".into(), toml::Value::Array(vec!["127.0.0.1".into()]));
+            moved.insert(
+                "host_addresses".into(),
+                toml::Value::Array(vec!["127.0.0.1".into()]),
+            );
         }
         if !moved.is_empty() {
             out.insert(section.clone(), moved.into());
@@ -129,7 +156,9 @@ impl ServerProcess {
     /// Starts `bin` with `config` (its `[web]` listen address is set here)
     /// and waits until `/healthz` answers.
     pub fn start(bin: &Path, scenario_config: toml::Table) -> anyhow::Result<ServerProcess> {
-        let dir = tempfile::Builder::new().prefix("switchyard-bench-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-bench-")
+            .tempdir()?;
         let web = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut listeners = BTreeMap::new();
         let mut config = loopback_listeners(&printed_config(bin)?, &mut listeners)?;
@@ -154,17 +183,29 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let pid = child.id();
-        let mut server = ServerProcess { child, pid, web, dir, listeners };
+        let mut server = ServerProcess {
+            child,
+            pid,
+            web,
+            dir,
+            listeners,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = server.child.try_wait()? {
-                bail!("switchyard exited at start ({status}):\n{}", server.log_tail());
+                bail!(
+                    "switchyard exited at start ({status}):\n{}",
+                    server.log_tail()
+                );
             }
             if matches!(http_get(web, "/healthz"), Ok((200, _))) {
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                bail!("switchyard did not answer /healthz within 30 s:\n{}", server.log_tail());
+                bail!(
+                    "switchyard did not answer /healthz within 30 s:\n{}",
+                    server.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -175,7 +216,12 @@ impl ServerProcess {
     pub fn port(&self, key: &str) -> Option<SocketAddr> {
         self.listeners
             .get(key)
-            .or_else(|| self.listeners.iter().find(|(k, _)| k.split('.').next() == Some(key)).map(|(_, v)| v))
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .find(|(k, _)| k.split('.').next() == Some(key))
+                    .map(|(_, v)| v)
+            })
             .copied()
     }
 
@@ -210,7 +256,9 @@ impl ServerProcess {
     /// Whether the log has lines at WARN or above (worth a note in the report).
     pub fn log_warnings(&self) -> usize {
         let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).count()
+        text.lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .count()
     }
 }
 

@@ -33,7 +33,11 @@ impl DemuxRun {
     /// MB/s per core: bytes over CPU seconds (wall time when the CPU clock
     /// is too coarse to have moved).
     pub fn mb_per_core_second(&self) -> f64 {
-        let secs = if self.cpu.as_secs_f64() > 0.0 { self.cpu.as_secs_f64() } else { self.wall.as_secs_f64() };
+        let secs = if self.cpu.as_secs_f64() > 0.0 {
+            self.cpu.as_secs_f64()
+        } else {
+            self.wall.as_secs_f64()
+        };
         self.bytes as f64 / 1e6 / secs.max(1e-9)
     }
 }
@@ -95,7 +99,8 @@ fn run_ffmpeg(file: &[u8], tmp: &Path, name: &str) -> anyhow::Result<FfmpegRun> 
     let mut copies = (20_000_000 / file.len().max(1)).max(1);
     let path: PathBuf = tmp.join(format!("concat-{name}"));
     for _attempt in 0..5 {
-        std::fs::write(&path, repeated(file, copies)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, repeated(file, copies))
+            .with_context(|| format!("writing {}", path.display()))?;
         let cpu0 = children_cpu();
         let t0 = Instant::now();
         let out = Command::new("ffmpeg")
@@ -154,14 +159,20 @@ pub fn run(opts: &DemuxOptions, command: String) -> anyhow::Result<Report> {
     let mut notes = Vec::new();
     for (i, path) in opts.files.iter().enumerate() {
         let file = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let copies = (opts.megabytes * 1_000_000 / file.len().max(1)).max(1);
         let data = repeated(&file, copies);
-        println!("demux: {name} × {copies} = {} MB in memory", crate::output::mb(data.len() as f64));
+        println!(
+            "demux: {name} × {copies} = {} MB in memory",
+            crate::output::mb(data.len() as f64)
+        );
         // Three passes, each with a fresh demuxer; the median is reported
         // (other work on the machine only ever slows a pass down).
         let mut passes: Vec<DemuxRun> = (0..3).map(|_| run_demuxer(&data, 64 * 1024)).collect();
-        passes.sort_by(|a, b| a.cpu.cmp(&b.cpu));
+        passes.sort_by_key(|a| a.cpu);
         let run = passes.swap_remove(1);
         drop(data);
         let ff = if opts.with_ffmpeg {
@@ -171,7 +182,9 @@ pub fn run(opts: &DemuxOptions, command: String) -> anyhow::Result<Report> {
             None
         };
         let ours_rate = run.mb_per_core_second();
-        let ff_rate = ff.as_ref().map(|f| f.bytes as f64 / 1e6 / f.cpu.as_secs_f64().max(1e-9));
+        let ff_rate = ff
+            .as_ref()
+            .map(|f| f.bytes as f64 / 1e6 / f.cpu.as_secs_f64().max(1e-9));
         all_met &= ours_rate >= TARGET_MB_S;
         table.push(vec![
             name.clone(),
@@ -179,8 +192,10 @@ pub fn run(opts: &DemuxOptions, command: String) -> anyhow::Result<Report> {
             format!("{:.3}", run.cpu.as_secs_f64()),
             format!("{ours_rate:.0}"),
             format!("{}+{}", run.video_frames, run.audio_frames),
-            ff.as_ref().map_or("-".into(), |f| crate::output::mb(f.bytes as f64)),
-            ff.as_ref().map_or("-".into(), |f| format!("{:.2}", f.cpu.as_secs_f64())),
+            ff.as_ref()
+                .map_or("-".into(), |f| crate::output::mb(f.bytes as f64)),
+            ff.as_ref()
+                .map_or("-".into(), |f| format!("{:.2}", f.cpu.as_secs_f64())),
             ff_rate.map_or("-".into(), |r| format!("{r:.0}")),
             ff_rate.map_or("-".into(), |r| format!("{:.1}×", ours_rate / r)),
         ]);
@@ -204,7 +219,10 @@ pub fn run(opts: &DemuxOptions, command: String) -> anyhow::Result<Report> {
     notes.push("demuxer input: the file repeated in memory, pushed in 64 KiB pieces into one Demuxer, CPU time of the thread (getrusage RUSAGE_THREAD), median of three passes; ffmpeg: the file concatenated on disk (page cache), CPU time from getrusage(RUSAGE_CHILDREN), one run of at least 1 CPU-second".into());
     let mut series = vec![Series::new("Demuxer (MB/s per core)", ours)];
     if !theirs.is_empty() {
-        series.push(Series::new("ffmpeg -c copy -f null (MB/s per core)", theirs));
+        series.push(Series::new(
+            "ffmpeg -c copy -f null (MB/s per core)",
+            theirs,
+        ));
     }
     Ok(Report {
         scenario: "demux",

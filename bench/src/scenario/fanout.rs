@@ -23,12 +23,18 @@ pub struct FanoutOptions {
 }
 
 /// Core's drop counters (`crates/core/src/fanout.rs`).
-pub const DROP_METRICS: &[&str] = &["switchyard_fanout_dropped_frames_total", "switchyard_fanout_dropped_bytes_total"];
+pub const DROP_METRICS: &[&str] = &[
+    "switchyard_fanout_dropped_frames_total",
+    "switchyard_fanout_dropped_bytes_total",
+];
 
 async fn http_reader(addr: SocketAddr, path: String, c: Arc<Counter>) {
     let end = |c: &Counter| c.ended.store(true, Ordering::Relaxed);
-    let Ok(mut s) = TcpStream::connect(addr).await else { return end(&c) };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: switchyard-bench\r\n\r\n");
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return end(&c);
+    };
+    let req =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: switchyard-bench\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return end(&c);
     }
@@ -83,7 +89,9 @@ pub fn run(bin: &Path, opts: &FanoutOptions, command: String) -> anyhow::Result<
         let id = first_channel(&server)?;
         let addr = server.web;
         let path = format!("/stream/channel/{id}");
-        let run = measure(&rt, &server, n, window, DROP_METRICS, |c| http_reader(addr, path.clone(), c))?;
+        let run = measure(&rt, &server, n, window, DROP_METRICS, |c| {
+            http_reader(addr, path.clone(), c)
+        })?;
         warnings += server.log_warnings();
         runs.push(run);
     }
@@ -135,12 +143,19 @@ pub fn fanout_report(
         "server waiting for a CPU %".into(),
         "load average".into(),
     ]);
-    let mut table = Table { columns: cols, rows: Vec::new() };
+    let mut table = Table {
+        columns: cols,
+        rows: Vec::new(),
+    };
     let mut cpu = Vec::new();
     let mut verdict = Verdict::NotMeasured;
     for r in runs {
         let expected = bitrate / 8.0 * r.window.as_secs_f64();
-        let frames = r.server_drops.iter().find(|(n, _)| n.contains("frames")).map_or(0.0, |(_, v)| *v);
+        let frames = r
+            .server_drops
+            .iter()
+            .find(|(n, _)| n.contains("frames"))
+            .map_or(0.0, |(_, v)| *v);
         let mut row = vec![
             r.n.to_string(),
             format!("{:.1}", r.server_cpu_pct),
@@ -157,7 +172,11 @@ pub fn fanout_report(
         row.extend([
             r.ended.to_string(),
             r.short_clients(expected, 0.9).to_string(),
-            format!("{:.0} % / {:.0} %", r.min_bytes() as f64 / expected * 100.0, r.mean_bytes() / expected * 100.0),
+            format!(
+                "{:.0} % / {:.0} %",
+                r.min_bytes() as f64 / expected * 100.0,
+                r.mean_bytes() / expected * 100.0
+            ),
             format!("{:.1}", r.rss_per_client() / 1000.0),
             format!("{:.0}", r.bench_cpu_pct),
             format!("{:.0}", r.server_wait_pct),

@@ -31,9 +31,15 @@ const DROP_METRICS: &[&str] = &[
 
 async fn heliostv_player(control: SocketAddr, data: SocketAddr, uri: String, c: Arc<Counter>) {
     let end = |c: &Counter| c.ended.store(true, Ordering::Relaxed);
-    let Ok(mut session) = Client::connect(control, &["player"]).await else { return end(&c) };
-    let Ok(token) = session.new_service(&uri).await else { return end(&c) };
-    let Ok(stream) = DataStream::authorize(data, token).await else { return end(&c) };
+    let Ok(mut session) = Client::connect(control, &["player"]).await else {
+        return end(&c);
+    };
+    let Ok(token) = session.new_service(&uri).await else {
+        return end(&c);
+    };
+    let Ok(stream) = DataStream::authorize(data, token).await else {
+        return end(&c);
+    };
     let (mut socket, leftover) = stream.into_parts();
     c.add(leftover.len());
     let mut buf = vec![0u8; 64 * 1024];
@@ -62,10 +68,16 @@ pub fn run(bin: &Path, opts: &HeliosOptions, command: String) -> anyhow::Result<
         h.insert("max_data_connections".into(), toml::Value::Integer(max));
         cfg.insert("heliostv".into(), h.into());
         let server = ServerProcess::start(bin, cfg)?;
-        let control = server.port("heliostv.control_listen").context("the server has no HeliosTv control listener")?;
-        let data = server.port("heliostv.data_listen").context("the server has no HeliosTv data listener")?;
+        let control = server
+            .port("heliostv.control_listen")
+            .context("the server has no HeliosTv control listener")?;
+        let data = server
+            .port("heliostv.data_listen")
+            .context("the server has no HeliosTv data listener")?;
         let uri = service_uri(&format!("id:{}", first_channel(&server)?));
-        let run = measure(&rt, &server, n, window, DROP_METRICS, |c| heliostv_player(control, data, uri.clone(), c))?;
+        let run = measure(&rt, &server, n, window, DROP_METRICS, |c| {
+            heliostv_player(control, data, uri.clone(), c)
+        })?;
         warnings += server.log_warnings();
         runs.push(run);
     }

@@ -25,11 +25,16 @@ pub struct HtspOptions {
     pub seconds: u64,
 }
 
-const DROP_METRICS: &[&str] = &["switchyard_htsp_dropped_frames_total", "switchyard_fanout_dropped_frames_total"];
+const DROP_METRICS: &[&str] = &[
+    "switchyard_htsp_dropped_frames_total",
+    "switchyard_fanout_dropped_frames_total",
+];
 
 async fn htsp_subscriber(addr: SocketAddr, channel: u32, c: Arc<Counter>) {
     let end = |c: &Counter| c.ended.store(true, Ordering::Relaxed);
-    let Ok(mut s) = TcpStream::connect(addr).await else { return end(&c) };
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return end(&c);
+    };
     let hello = Msg::new()
         .with("method", "hello")
         .with("htspversion", 35u32)
@@ -61,8 +66,12 @@ async fn htsp_subscriber(addr: SocketAddr, channel: u32, c: Arc<Counter>) {
             match msg.get_str("method").as_deref() {
                 Some("muxpkt") => c.add(msg.get_bin("payload").map_or(0, |p| p.len())),
                 Some("queueStatus") => {
-                    let d = ["Bdrops", "Pdrops", "Idrops"].iter().filter_map(|k| msg.get_s64(k)).sum::<i64>();
-                    c.drops.fetch_max(u64::try_from(d).unwrap_or(0), Ordering::Relaxed);
+                    let d = ["Bdrops", "Pdrops", "Idrops"]
+                        .iter()
+                        .filter_map(|k| msg.get_s64(k))
+                        .sum::<i64>();
+                    c.drops
+                        .fetch_max(u64::try_from(d).unwrap_or(0), Ordering::Relaxed);
                 }
                 Some("subscriptionStop") => return end(&c),
                 _ => {}
@@ -86,12 +95,19 @@ pub fn run(bin: &Path, opts: &HtspOptions, command: String) -> anyhow::Result<Re
         println!("htsp-fanout: {n} subscribers for {} s", opts.seconds);
         let mut cfg = super::tv_config(&ts);
         let mut htsp_t = toml::Table::new();
-        htsp_t.insert("max_connections".into(), toml::Value::Integer((max + 64) as i64));
+        htsp_t.insert(
+            "max_connections".into(),
+            toml::Value::Integer((max + 64) as i64),
+        );
         cfg.insert("htsp".into(), htsp_t.into());
         let server = ServerProcess::start(bin, cfg)?;
-        let addr = server.port("htsp").context("the server has no HTSP listener")?;
+        let addr = server
+            .port("htsp")
+            .context("the server has no HTSP listener")?;
         let id = u32::try_from(first_channel(&server)?)?;
-        let run = measure(&rt, &server, n, window, DROP_METRICS, |c| htsp_subscriber(addr, id, c))?;
+        let run = measure(&rt, &server, n, window, DROP_METRICS, |c| {
+            htsp_subscriber(addr, id, c)
+        })?;
         warnings += server.log_warnings();
         runs.push(run);
     }

@@ -75,7 +75,10 @@ impl FanoutRun {
 
     /// Clients that got less than `fraction` of `expected` bytes.
     pub fn short_clients(&self, expected: f64, fraction: f64) -> usize {
-        self.bytes.iter().filter(|b| (**b as f64) < expected * fraction).count()
+        self.bytes
+            .iter()
+            .filter(|b| (**b as f64) < expected * fraction)
+            .count()
     }
 
     pub fn min_bytes(&self) -> u64 {
@@ -88,14 +91,23 @@ impl FanoutRun {
 }
 
 fn snapshot(counters: &[Arc<Counter>]) -> (Vec<u64>, u64) {
-    let bytes = counters.iter().map(|c| c.bytes.load(Ordering::Relaxed)).collect();
-    let drops = counters.iter().map(|c| c.drops.load(Ordering::Relaxed)).sum();
+    let bytes = counters
+        .iter()
+        .map(|c| c.bytes.load(Ordering::Relaxed))
+        .collect();
+    let drops = counters
+        .iter()
+        .map(|c| c.drops.load(Ordering::Relaxed))
+        .sum();
     (bytes, drops)
 }
 
 fn metrics(server: &ServerProcess, names: &[&str]) -> Vec<(String, f64)> {
     let text = server.get("/metrics").unwrap_or_default();
-    names.iter().map(|n| (n.to_string(), crate::server::metric_sum(&text, n))).collect()
+    names
+        .iter()
+        .map(|n| (n.to_string(), crate::server::metric_sum(&text, n)))
+        .collect()
 }
 
 /// Runs one fan-out size against `server`. `spawn_client(counter)` must
@@ -119,10 +131,15 @@ where
     // The anchor keeps the source running, so the baseline includes it.
     let anchor = Arc::new(Counter::default());
     tasks.spawn(spawn_client(anchor.clone()));
-    wait_until(Duration::from_secs(20), || anchor.ready.load(Ordering::Relaxed));
+    wait_until(Duration::from_secs(20), || {
+        anchor.ready.load(Ordering::Relaxed)
+    });
     if !anchor.ready.load(Ordering::Relaxed) {
         tasks.abort_all();
-        bail!("the first client got no media within 20 s:\n{}", server.log_tail());
+        bail!(
+            "the first client got no media within 20 s:\n{}",
+            server.log_tail()
+        );
     }
     std::thread::sleep(Duration::from_secs(2));
     let rss_baseline = server.rss();
@@ -133,9 +150,17 @@ where
         for c in batch {
             tasks.spawn(spawn_client(c.clone()));
         }
-        wait_until(Duration::from_secs(10), || batch.iter().all(|c| c.ready.load(Ordering::Relaxed) || c.ended.load(Ordering::Relaxed)));
+        wait_until(Duration::from_secs(10), || {
+            batch
+                .iter()
+                .all(|c| c.ready.load(Ordering::Relaxed) || c.ended.load(Ordering::Relaxed))
+        });
     }
-    wait_until(Duration::from_secs(10), || counters.iter().all(|c| c.ready.load(Ordering::Relaxed) || c.ended.load(Ordering::Relaxed)));
+    wait_until(Duration::from_secs(10), || {
+        counters
+            .iter()
+            .all(|c| c.ready.load(Ordering::Relaxed) || c.ended.load(Ordering::Relaxed))
+    });
     std::thread::sleep(Duration::from_secs(2));
 
     let t0 = Instant::now();
@@ -169,9 +194,16 @@ where
         rss_baseline,
         rss_loaded,
         bytes: bytes1.iter().zip(&bytes0).map(|(a, b)| a - b).collect(),
-        ended: counters.iter().filter(|c| c.ended.load(Ordering::Relaxed)).count(),
+        ended: counters
+            .iter()
+            .filter(|c| c.ended.load(Ordering::Relaxed))
+            .count(),
         client_drops: drops1.saturating_sub(drops0),
-        server_drops: m1.iter().zip(&m0).map(|((name, a), (_, b))| (name.clone(), a - b)).collect(),
+        server_drops: m1
+            .iter()
+            .zip(&m0)
+            .map(|((name, a), (_, b))| (name.clone(), a - b))
+            .collect(),
     })
 }
 
@@ -185,5 +217,7 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
 
 /// A runtime for the clients: as many workers as cores.
 pub fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

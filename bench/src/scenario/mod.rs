@@ -18,7 +18,15 @@ use anyhow::{Context, bail};
 use crate::machine::Machine;
 
 /// Scenario order in BENCHMARKS.md.
-pub const ORDER: &[&str] = &["demux", "fanout", "htsp-fanout", "movie", "sfu", "heliostv-fanout", "owt-signaling"];
+pub const ORDER: &[&str] = &[
+    "demux",
+    "fanout",
+    "htsp-fanout",
+    "movie",
+    "sfu",
+    "heliostv-fanout",
+    "owt-signaling",
+];
 
 /// A 10 s, ~5 Mbit/s H.264 + AAC transport stream (testsrc2, 1280×720),
 /// made once with ffmpeg and kept in the system temp folder. CBR with
@@ -28,18 +36,38 @@ pub fn test_channel_5m() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join("switchyard-bench-media");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("testsrc2-720p-5M.ts");
-    if path.metadata().map(|m| m.len() > 5_000_000).unwrap_or(false) {
+    if path
+        .metadata()
+        .map(|m| m.len() > 5_000_000)
+        .unwrap_or(false)
+    {
         return Ok(path);
     }
-    println!("making the 5 Mbit/s test channel with ffmpeg (once): {}", path.display());
+    println!(
+        "making the 5 Mbit/s test channel with ffmpeg (once): {}",
+        path.display()
+    );
     let partial = dir.join("testsrc2-720p-5M.partial.ts");
     let status = Command::new("ffmpeg")
         .args(["-y", "-v", "error", "-nostdin"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
         .args(["-t", "10", "-map", "0:v", "-map", "1:a"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "50"])
-        .args(["-b:v", "5M", "-minrate", "5M", "-maxrate", "5M", "-bufsize", "2M", "-x264-params", "nal-hrd=cbr"])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "50",
+        ])
+        .args([
+            "-b:v",
+            "5M",
+            "-minrate",
+            "5M",
+            "-maxrate",
+            "5M",
+            "-bufsize",
+            "2M",
+            "-x264-params",
+            "nal-hrd=cbr",
+        ])
         .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
         .args(["-f", "mpegts", "-mpegts_service_id", "1"])
         .arg(&partial)
@@ -55,7 +83,8 @@ pub fn test_channel_5m() -> anyhow::Result<PathBuf> {
 
 /// Bit rate of a looped TS file that lasts `seconds`.
 pub fn file_bitrate(path: &Path, seconds: f64) -> f64 {
-    path.metadata().map_or(0.0, |m| m.len() as f64 * 8.0 / seconds)
+    path.metadata()
+        .map_or(0.0, |m| m.len() as f64 * 8.0 / seconds)
 }
 
 /// The server configuration with one channel: the 5 Mbit/s test file.
@@ -103,13 +132,19 @@ pub fn payload_fraction(path: &Path) -> anyhow::Result<f64> {
 /// and the hand-written analysis in bench/notes/<scenario>.md.
 pub fn write_benchmarks_md(results: &Path, out: &Path, machine: &Machine) -> anyhow::Result<()> {
     let notes = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("notes");
-    let mut md = std::fs::read_to_string(notes.join("header.md")).unwrap_or_else(|_| "# Benchmarks\n".into());
-    md.push_str(&format!("\nThis machine when the report was gathered: {}.\n", machine.one_line()));
+    let mut md = std::fs::read_to_string(notes.join("header.md"))
+        .unwrap_or_else(|_| "# Benchmarks\n".into());
+    md.push_str(&format!(
+        "\nThis machine when the report was gathered: {}.\n",
+        machine.one_line()
+    ));
     for name in ORDER {
         md.push_str(&format!("\n## {name}\n\n"));
         match std::fs::read_to_string(results.join(format!("{name}.md"))) {
             Ok(text) => md.push_str(&text),
-            Err(_) => md.push_str(&format!("Not run yet: `cargo run --release -p switchyard-bench -- {name}`.\n")),
+            Err(_) => md.push_str(&format!(
+                "Not run yet: `cargo run --release -p switchyard-bench -- {name}`.\n"
+            )),
         }
         if let Ok(text) = std::fs::read_to_string(notes.join(format!("{name}.md"))) {
             md.push('\n');

@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use crate::output::{Plot, Report, Series, Table, Verdict};
 
-pub fn run(sizes: &[(usize, usize)], rate_bps: u64, seconds: u64, command: String) -> anyhow::Result<Report> {
+pub fn run(
+    sizes: &[(usize, usize)],
+    rate_bps: u64,
+    seconds: u64,
+    command: String,
+) -> anyhow::Result<Report> {
     let mut table = Table::new(&[
         "sessions × members",
         "members streamed",
@@ -53,11 +58,16 @@ pub fn run(sizes: &[(usize, usize)], rate_bps: u64, seconds: u64, command: Strin
             cpu.push(((s * m) as f64, p));
         }
         if r.duplicates > 0 || r.out_of_order > 0 {
-            notes.push(format!("{s}×{m}: {} duplicates, {} out of order", r.duplicates, r.out_of_order));
+            notes.push(format!(
+                "{s}×{m}: {} duplicates, {} out of order",
+                r.duplicates, r.out_of_order
+            ));
         }
         if (s, m) == (50, 10) {
             let streamed_all = r.members_streamed == s * m;
-            verdict = Verdict::from_bool(streamed_all && r.loss < 0.001 && server_pct.is_some_and(|p| p < 100.0));
+            verdict = Verdict::from_bool(
+                streamed_all && r.loss < 0.001 && server_pct.is_some_and(|p| p < 100.0),
+            );
         }
     }
     notes.push("server CPU % is over the whole run's wall time, set-up and registration windows included, so it understates the steady-state load a little".into());

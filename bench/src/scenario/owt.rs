@@ -80,10 +80,10 @@ impl Client {
         let id = self.next_ack;
         self.ws.send(Message::text(encode_request(id, r))).await?;
         loop {
-            if let Frame::Ack { id: got, ack, args } = self.frame().await? {
-                if got == id {
-                    return ack.ok_or_else(|| anyhow!("unreadable ack {args:?}"));
-                }
+            if let Frame::Ack { id: got, ack, args } = self.frame().await?
+                && got == id
+            {
+                return ack.ok_or_else(|| anyhow!("unreadable ack {args:?}"));
             }
         }
     }
@@ -98,13 +98,14 @@ impl Client {
     /// Waits for the `progress` notification of `id` with a `soac` payload.
     async fn soac_of(&mut self, id: &str) -> anyhow::Result<Value> {
         loop {
-            if let Frame::Notification(Notification::Progress { id: got, status }) = self.frame().await? {
-                if got == id {
-                    match status {
-                        ProgressStatus::Soac(v) => return Ok(v),
-                        ProgressStatus::Error(e) => bail!("progress error: {e}"),
-                        ProgressStatus::Ready => {}
-                    }
+            if let Frame::Notification(Notification::Progress { id: got, status }) =
+                self.frame().await?
+                && got == id
+            {
+                match status {
+                    ProgressStatus::Soac(v) => return Ok(v),
+                    ProgressStatus::Error(e) => bail!("progress error: {e}"),
+                    ProgressStatus::Ready => {}
                 }
             }
         }
@@ -112,13 +113,14 @@ impl Client {
 
     async fn ready_of(&mut self, id: &str) -> anyhow::Result<()> {
         loop {
-            if let Frame::Notification(Notification::Progress { id: got, status }) = self.frame().await? {
-                if got == id {
-                    match status {
-                        ProgressStatus::Ready => return Ok(()),
-                        ProgressStatus::Error(e) => bail!("progress error: {e}"),
-                        ProgressStatus::Soac(_) => {}
-                    }
+            if let Frame::Notification(Notification::Progress { id: got, status }) =
+                self.frame().await?
+                && got == id
+            {
+                match status {
+                    ProgressStatus::Ready => return Ok(()),
+                    ProgressStatus::Error(e) => bail!("progress error: {e}"),
+                    ProgressStatus::Soac(_) => {}
                 }
             }
         }
@@ -127,18 +129,25 @@ impl Client {
     async fn login(&mut self, token: String) -> anyhow::Result<Value> {
         let ua = serde_json::from_value(json!({"sdk": {"type": "C++", "version": "4.3"},
             "runtime": {"name": "switchyard-bench", "version": "1"}, "os": {"name": "Linux", "version": "6"}}))?;
-        let login = Request::Login(LoginRequest { token, user_agent: Some(ua), protocol: Some("1.1".into()) });
-        self.req_ok(&login).await?.ok_or_else(|| anyhow!("login without a result"))
+        let login = Request::Login(LoginRequest {
+            token,
+            user_agent: Some(ua),
+            protocol: Some("1.1".into()),
+        });
+        self.req_ok(&login)
+            .await?
+            .ok_or_else(|| anyhow!("login without a result"))
     }
 
     /// Reads (and answers heartbeats) until the connection ends.
     async fn idle(mut self) {
         // No step timeout here: an idle connection may hear nothing but pings.
         while let Some(Ok(msg)) = self.ws.next().await {
-            if let Message::Text(t) = msg {
-                if decode_frame(t.as_str()) == Frame::Ping && self.ws.send(Message::text(PONG)).await.is_err() {
-                    break;
-                }
+            if let Message::Text(t) = msg
+                && decode_frame(t.as_str()) == Frame::Ping
+                && self.ws.send(Message::text(PONG)).await.is_err()
+            {
+                break;
             }
         }
     }
@@ -146,7 +155,9 @@ impl Client {
 
 /// A login token from the management API.
 async fn token(web: SocketAddr, user: &str, role: &str) -> anyhow::Result<String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
     let cnonce = format!("{:016x}", rand_u64());
     let auth = owt::rest::MAuth::header(SERVICE_ID, SERVICE_KEY, now, &cnonce, None);
     let body = json!({"user": user, "role": role}).to_string();
@@ -163,7 +174,10 @@ async fn token(web: SocketAddr, user: &str, role: &str) -> anyhow::Result<String
     if !head.starts_with("HTTP/1.1 200") {
         bail!("token request: {}", head.lines().next().unwrap_or(""));
     }
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         // One chunk carries the token.
         rest.split("\r\n").nth(1).unwrap_or("").to_string()
     } else {
@@ -229,9 +243,13 @@ where
 pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
     let printed = crate::server::printed_config(bin)?;
     if !printed.contains_key("owt") {
-        return Ok(pending(command, "the server does not serve OWT yet (`[owt]` missing from --print-config)"));
+        return Ok(pending(
+            command,
+            "the server does not serve OWT yet (`[owt]` missing from --print-config)",
+        ));
     }
-    let (ops, idle_n, window): (usize, usize, u64) = if quick { (40, 100, 3) } else { (300, 1000, 10) };
+    let (ops, idle_n, window): (usize, usize, u64) =
+        if quick { (40, 100, 3) } else { (300, 1000, 10) };
     let mut cfg = toml::Table::new();
     let mut o = toml::Table::new();
     o.insert("service_id".into(), SERVICE_ID.into());
@@ -248,8 +266,20 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
     let rt = super::load::client_runtime()?;
     let mut rates: Vec<Rate> = Vec::new();
     let mut notes = Vec::new();
-    let mut record = |what, count, ok: usize, errors: Vec<String>, t0: Instant, cpu0: Duration, server: &ServerProcess| {
-        let r = Rate { what, count, failed: count - ok, wall: t0.elapsed(), cpu: server.cpu().saturating_sub(cpu0) };
+    let mut record = |what,
+                      count,
+                      ok: usize,
+                      errors: Vec<String>,
+                      t0: Instant,
+                      cpu0: Duration,
+                      server: &ServerProcess| {
+        let r = Rate {
+            what,
+            count,
+            failed: count - ok,
+            wall: t0.elapsed(),
+            cpu: server.cpu().saturating_sub(cpu0),
+        };
         if let Some(e) = errors.first() {
             notes.push(format!("{what}: {} failed, first error: {e}", errors.len()));
         }
@@ -286,21 +316,31 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
             Ok(())
         }
     }));
-    record("logins (connect + login + logout)", ops, ok, errors, t0, cpu0, &server);
+    record(
+        "logins (connect + login + logout)",
+        ops,
+        ok,
+        errors,
+        t0,
+        cpu0,
+        &server,
+    );
 
     // 3. Publish negotiations, with one str0m offer reused.
     println!("owt-signaling: {ops} publish negotiations");
     let offer = rt.block_on(async {
-        let (_peer, offer) = rtc::testpeer::TestPeer::publisher(rtc::testpeer::TestPeerConfig::default())
-            .await
-            .map_err(|e| anyhow!("test peer: {e}"))?;
+        let (_peer, offer) =
+            rtc::testpeer::TestPeer::publisher(rtc::testpeer::TestPeerConfig::default())
+                .await
+                .map_err(|e| anyhow!("test peer: {e}"))?;
         anyhow::Ok(offer)
     })?;
     let publishers = rt.block_on(async {
         let mut v = Vec::new();
         for i in 0..8 {
             let mut c = Client::connect(web).await?;
-            c.login(token(web, &format!("pub{i}"), "presenter").await?).await?;
+            c.login(token(web, &format!("pub{i}"), "presenter").await?)
+                .await?;
             v.push(tokio::sync::Mutex::new(c));
         }
         anyhow::Ok(Arc::new(v))
@@ -365,7 +405,9 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
     });
     match setup {
         Err(e) => {
-            notes.push(format!("subscribe negotiations: not measured, the source publication failed: {e:#}"));
+            notes.push(format!(
+                "subscribe negotiations: not measured, the source publication failed: {e:#}"
+            ));
         }
         Ok((source, peer, id, viewers)) => {
             let (t0, cpu0) = (Instant::now(), server.cpu());
@@ -381,21 +423,41 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
                     )
                     .map_err(|e| anyhow!("{e:?}"))?;
                     let v = c.req_ok(&sub).await?.context("subscribe without id")?;
-                    let sid = v["id"].as_str().context("subscribe without id")?.to_string();
+                    let sid = v["id"]
+                        .as_str()
+                        .context("subscribe without id")?
+                        .to_string();
                     let offer = c.soac_of(&sid).await?;
                     let sdp = offer["sdp"].as_str().context("no SDP offer")?;
-                    let (_peer, answer) =
-                        rtc::testpeer::TestPeer::receiver_answering(sdp, rtc::testpeer::TestPeerConfig::default())
-                            .await
-                            .map_err(|e| anyhow!("test peer: {e}"))?;
-                    let soac = Request::decode("soac", &json!({"id": sid, "signaling": {"type": "answer", "sdp": answer}}))
-                        .map_err(|e| anyhow!("{e:?}"))?;
+                    let (_peer, answer) = rtc::testpeer::TestPeer::receiver_answering(
+                        sdp,
+                        rtc::testpeer::TestPeerConfig::default(),
+                    )
+                    .await
+                    .map_err(|e| anyhow!("test peer: {e}"))?;
+                    let soac = Request::decode(
+                        "soac",
+                        &json!({"id": sid, "signaling": {"type": "answer", "sdp": answer}}),
+                    )
+                    .map_err(|e| anyhow!("{e:?}"))?;
                     c.req_ok(&soac).await?;
-                    c.req_ok(&Request::decode("unsubscribe", &json!({"id": sid})).map_err(|e| anyhow!("{e:?}"))?).await?;
+                    c.req_ok(
+                        &Request::decode("unsubscribe", &json!({"id": sid}))
+                            .map_err(|e| anyhow!("{e:?}"))?,
+                    )
+                    .await?;
                     Ok(())
                 }
             }));
-            record("subscribe negotiations", sub_ops, ok, errors, t0, cpu0, &server);
+            record(
+                "subscribe negotiations",
+                sub_ops,
+                ok,
+                errors,
+                t0,
+                cpu0,
+                &server,
+            );
             drop((source, peer));
         }
     }
@@ -414,7 +476,8 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
                 async move {
                     let r = async {
                         let mut c = Client::connect(web).await?;
-                        c.login(token(web, &format!("idle{i}"), "viewer").await?).await?;
+                        c.login(token(web, &format!("idle{i}"), "viewer").await?)
+                            .await?;
                         anyhow::Ok(c)
                     }
                     .await;
@@ -432,7 +495,9 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
             );
         }
         let target = ((batch + 1) * 50).min(idle_n);
-        wait_until(Duration::from_secs(30), || logged.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) >= target);
+        wait_until(Duration::from_secs(30), || {
+            logged.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) >= target
+        });
     }
     let login_all = t_login.elapsed();
     std::thread::sleep(Duration::from_secs(3));
@@ -454,7 +519,15 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
     ));
     notes.push("negotiations run 8 at a time; the bench's own WebSocket clients and str0m peers share the 2 cores with the server".into());
 
-    let mut table = Table::new(&["measure", "count", "failed", "wall s", "per second", "server CPU ms per op", "server CPU % of a core"]);
+    let mut table = Table::new(&[
+        "measure",
+        "count",
+        "failed",
+        "wall s",
+        "per second",
+        "server CPU ms per op",
+        "server CPU % of a core",
+    ]);
     let mut series = Vec::new();
     let mut cats = Vec::new();
     for (i, r) in rates.iter().enumerate() {
@@ -479,7 +552,10 @@ pub fn run(bin: &Path, quick: bool, command: String) -> anyhow::Result<Report> {
         failed.load(Ordering::Relaxed).to_string(),
         format!("{idle_secs:.1}"),
         "-".into(),
-        format!("{:.3} µs/s each", idle_cpu.as_secs_f64() * 1e6 / idle_secs / n_idle.max(1) as f64),
+        format!(
+            "{:.3} µs/s each",
+            idle_cpu.as_secs_f64() * 1e6 / idle_secs / n_idle.max(1) as f64
+        ),
         format!("{idle_pct:.2}"),
     ]);
     notes.push(format!(
@@ -518,7 +594,8 @@ fn pending(command: String, why: &str) -> Report {
         command,
         table: Table::new(&["status"]),
         plot: None,
-        target: "logins and negotiations per second; CPU per idle participant with 1000 connected".into(),
+        target: "logins and negotiations per second; CPU per idle participant with 1000 connected"
+            .into(),
         verdict: Verdict::NotMeasured,
         notes: vec![format!("pending: {why}")],
     }
@@ -535,10 +612,10 @@ mod parking_lot_free {
             Slots(Mutex::new(vec![None; n]))
         }
         pub fn put(&self, i: usize, v: String) {
-            if let Ok(mut s) = self.0.lock() {
-                if let Some(slot) = s.get_mut(i) {
-                    *slot = Some(v);
-                }
+            if let Ok(mut s) = self.0.lock()
+                && let Some(slot) = s.get_mut(i)
+            {
+                *slot = Some(v);
             }
         }
         pub fn take(&self, i: usize) -> Option<String> {

@@ -20,11 +20,17 @@ pub struct SfuOptions {
 fn video_tracks_per_core(r: &LoadReport) -> f64 {
     let video_tracks = r.down_tracks as f64 / 2.0;
     let cores = r.sfu_cpu_seconds / r.seconds.max(1e-9);
-    if cores <= 0.0 { 0.0 } else { video_tracks / cores }
+    if cores <= 0.0 {
+        0.0
+    } else {
+        video_tracks / cores
+    }
 }
 
 pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let cfg = LoadConfig {
         duration: Duration::from_secs(opts.seconds),
         ..LoadConfig::default()
@@ -50,20 +56,33 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
     let mut capacity_ok = false;
     let mut p99_ok = true;
     let mut any = false;
-    let jobs: Vec<(&str, usize)> =
-        opts.fan_out.iter().map(|n| ("fan-out", *n)).chain(opts.rooms.iter().map(|r| ("rooms", *r))).collect();
+    let jobs: Vec<(&str, usize)> = opts
+        .fan_out
+        .iter()
+        .map(|n| ("fan-out", *n))
+        .chain(opts.rooms.iter().map(|r| ("rooms", *r)))
+        .collect();
     let mut largest: [Option<usize>; 2] = [None, None];
     for (kind, n) in jobs {
         println!("sfu: {kind} {n} for {} s", opts.seconds);
         let wait0 = crate::machine::proc_runqueue_wait(std::process::id());
         let t0 = std::time::Instant::now();
         let result = rt.block_on(async {
-            if kind == "fan-out" { rtc::loadtest::fan_out(n, &cfg).await } else { rtc::loadtest::rooms(n, &cfg).await }
+            if kind == "fan-out" {
+                rtc::loadtest::fan_out(n, &cfg).await
+            } else {
+                rtc::loadtest::rooms(n, &cfg).await
+            }
         });
         let r = match result {
             Ok(r) => r,
             Err(e) => {
-                let mut row = vec![kind.to_string(), n.to_string(), "-".into(), format!("error: {e}")];
+                let mut row = vec![
+                    kind.to_string(),
+                    n.to_string(),
+                    "-".into(),
+                    format!("error: {e}"),
+                ];
                 row.resize(13, "-".into());
                 table.push(row);
                 continue;
@@ -76,7 +95,11 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
         let per_core = video_tracks_per_core(&r);
         table.push(vec![
             kind.into(),
-            if kind == "fan-out" { format!("1 → {n}") } else { format!("{n} × 4") },
+            if kind == "fan-out" {
+                format!("1 → {n}")
+            } else {
+                format!("{n} × 4")
+            },
             video.to_string(),
             r.failed_setups.to_string(),
             format!("{:.3}", r.video_loss * 100.0),
@@ -134,8 +157,13 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
             target: Some(("target 500 per core".into(), 500.0)),
             categories: Vec::new(),
         }),
-        target: "≥ 500 video down-tracks per core, p99 forwarding delay < 5 ms (at < 1 % loss)".into(),
-        verdict: if any { Verdict::from_bool(capacity_ok && p99_ok) } else { Verdict::NotMeasured },
+        target: "≥ 500 video down-tracks per core, p99 forwarding delay < 5 ms (at < 1 % loss)"
+            .into(),
+        verdict: if any {
+            Verdict::from_bool(capacity_ok && p99_ok)
+        } else {
+            Verdict::NotMeasured
+        },
         notes: best,
     })
 }
