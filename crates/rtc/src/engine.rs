@@ -41,6 +41,13 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// this recent. Beyond it the catch-up burst would be worse than the wait.
 const FAST_START_FRAMES: usize = 15;
 const FAST_START_BYTES: usize = 64 * 1024;
+/// A down track still waiting for the keyframe it asked for (layer switch, join,
+/// resume) asks again after this long. Publishers drop requests as they please:
+/// libwebrtc ignores any that arrive within 300 ms of the last one it honoured,
+/// for whichever encoding, so a switch asked for right after a join or another
+/// switch would otherwise wait for the next periodic keyframe, which a browser
+/// never sends.
+const KEYFRAME_RETRY_MIN: Duration = Duration::from_millis(400);
 
 /// A frame as forwarding needs it, from a live `MediaData` or from the cache.
 #[derive(Clone)]
@@ -161,8 +168,17 @@ struct DownTrack {
     current: Option<usize>,
     target: usize,
     need_keyframe: bool,
+    /// When a keyframe was last asked for on this track's behalf.
+    asked: Option<Instant>,
     timeline: Timeline,
     paused: bool,
+}
+
+impl DownTrack {
+    /// Waiting for a keyframe: to start, to resume, or to complete a switch.
+    fn waiting(&self) -> bool {
+        self.kind == Kind::Video && (self.need_keyframe || self.current != Some(self.target))
+    }
 }
 
 pub(crate) struct Engine {
@@ -499,6 +515,7 @@ impl Engine {
                 .filter(|t| t.kind == Kind::Video)
                 .map(|t| {
                     t.need_keyframe = true;
+                    t.asked = Some(now);
                     let rid = rid_of(&t.rids, t.target);
                     (t.source.clone(), t.source_mid, t.target, rid)
                 })
@@ -634,6 +651,7 @@ impl Engine {
         for (id, mid, rid) in due {
             self.keyframe(&id, mid, rid, now, true);
         }
+        self.retry_keyframes(now);
 
         let connect_timeout = Duration::from_secs(self.config.connect_timeout_s);
         let mut timed_out = Vec::new();
@@ -668,6 +686,55 @@ impl Engine {
             self.each_second(secs, now);
         }
         self.run_actions(now);
+    }
+
+    /// Asks again for the keyframes that down tracks have waited for too long.
+    fn retry_keyframes(&mut self, now: Instant) {
+        let retry = Duration::from_millis(self.config.keyframe_interval_ms).max(KEYFRAME_RETRY_MIN);
+        let mut wanted = Vec::new();
+        for peer in self.peers.values_mut() {
+            let Role::Subscriber(s) = &mut peer.role else {
+                continue;
+            };
+            if !peer.connected {
+                continue;
+            }
+            for t in s.tracks.iter_mut().filter(|t| t.waiting() && !t.paused) {
+                if t.asked
+                    .is_some_and(|a| now.saturating_duration_since(a) < retry)
+                {
+                    continue;
+                }
+                t.asked = Some(now);
+                let w = (t.source.clone(), t.source_mid, rid_of(&t.rids, t.target));
+                if !wanted.contains(&w) {
+                    wanted.push(w);
+                }
+            }
+        }
+        for (source, mid, rid) in wanted {
+            let paused = match self.peers.get(&source).map(|p| &p.role) {
+                Some(Role::Publisher(p)) => p.video_paused,
+                _ => true,
+            };
+            if !paused {
+                metrics::counter!("switchyard_rtc_keyframe_retries_total").increment(1);
+                self.keyframe(&source, mid, rid, now, false);
+            }
+        }
+    }
+
+    /// The last measured rates of a publisher track's encodings.
+    fn up_rates(&self, source: &str, mid: Mid) -> Vec<u64> {
+        match self.peers.get(source).map(|p| &p.role) {
+            Some(Role::Publisher(p)) => p
+                .tracks
+                .iter()
+                .find(|t| t.mid == mid)
+                .map(|t| t.rates.clone())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     fn announce(&mut self, id: &str) {
@@ -752,6 +819,7 @@ impl Engine {
                     let want = choose_encoding(&s.layer, &t.rids, &r, t.current, s.bwe);
                     if want != t.target {
                         t.target = want;
+                        t.asked = Some(now);
                         switches.push((t.source.clone(), t.source_mid, rid_of(&t.rids, want)));
                     }
                     layer_name = t.current.and_then(|c| t.rids.get(c).cloned());
@@ -993,6 +1061,7 @@ impl Engine {
                 current: None,
                 target,
                 need_keyframe: kind == Kind::Video,
+                asked: None,
                 timeline: Timeline::default(),
                 paused: false,
             });
@@ -1162,14 +1231,33 @@ impl Engine {
             return Err(Error::NoSuchPeer(id.to_string()));
         };
         s.layer = layer;
+        let sources: Vec<(String, Mid)> = s
+            .tracks
+            .iter()
+            .map(|t| (t.source.clone(), t.source_mid))
+            .collect();
+        // The same measured rates as the once-a-second choice, so that choice
+        // does not undo this one a moment later.
+        let rates: Vec<Vec<u64>> = sources
+            .iter()
+            .map(|(source, mid)| self.up_rates(source, *mid))
+            .collect();
+        let Some(Peer {
+            role: Role::Subscriber(s),
+            ..
+        }) = self.peers.get_mut(id)
+        else {
+            return Err(Error::NoSuchPeer(id.to_string()));
+        };
         let mut switches = Vec::new();
-        for t in &mut s.tracks {
+        for (t, r) in s.tracks.iter_mut().zip(&rates) {
             if t.kind != Kind::Video || t.rids.is_empty() {
                 continue;
             }
-            let want = choose_encoding(&s.layer, &t.rids, &[], t.current, s.bwe);
+            let want = choose_encoding(&s.layer, &t.rids, r, t.current, s.bwe);
             if want != t.target {
                 t.target = want;
+                t.asked = Some(now);
                 switches.push((t.source.clone(), t.source_mid, rid_of(&t.rids, want)));
             }
         }
@@ -1300,6 +1388,7 @@ impl Engine {
                                 .filter(|t| t.source == id && t.kind == Kind::Video)
                             {
                                 t.need_keyframe = true;
+                                t.asked = Some(now);
                             }
                         }
                     }
@@ -1326,6 +1415,7 @@ impl Engine {
                     t.paused = paused;
                     if !paused && kind == Kind::Video {
                         t.need_keyframe = true;
+                        t.asked = Some(now);
                         keyframes.push((t.source.clone(), t.source_mid, rid_of(&t.rids, t.target)));
                     }
                 }
@@ -1502,7 +1592,9 @@ fn handle_event(
                 actions.push_back(Action::Keyframe {
                     publisher: t.source.clone(),
                     mid: t.source_mid,
-                    rid: rid_of(&t.rids, t.current.unwrap_or(t.target)),
+                    // A keyframe of the old encoding would be dropped while a
+                    // switch is pending; the target's serves both.
+                    rid: rid_of(&t.rids, t.target),
                 });
             }
         }

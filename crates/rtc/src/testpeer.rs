@@ -48,6 +48,13 @@ pub struct TestPeerConfig {
     pub drop_outgoing: Loss,
     /// Publish H.264 (Annex B, constrained baseline) instead of VP8.
     pub h264: bool,
+    /// Keyframe requests arriving this soon after the last one that was
+    /// honoured are ignored, whatever encoding they name: libwebrtc drops them
+    /// the same way (300 ms), so an SFU must repeat a request that mattered.
+    pub keyframe_request_gap: Duration,
+    /// A request makes a keyframe only on the encoding it names (as libwebrtc
+    /// does with per-layer requests), instead of on every encoding.
+    pub keyframe_per_encoding: bool,
 }
 
 impl Default for TestPeerConfig {
@@ -62,6 +69,20 @@ impl Default for TestPeerConfig {
             drop_incoming: Loss::default(),
             drop_outgoing: Loss::default(),
             h264: false,
+            keyframe_request_gap: Duration::ZERO,
+            keyframe_per_encoding: false,
+        }
+    }
+}
+
+impl TestPeerConfig {
+    /// Keyframe behaviour of a Chromium publisher: requests within 300 ms of the
+    /// last honoured one are dropped, and each names one encoding.
+    pub fn browser_keyframes(self) -> Self {
+        TestPeerConfig {
+            keyframe_request_gap: Duration::from_millis(300),
+            keyframe_per_encoding: true,
+            ..self
         }
     }
 }
@@ -86,6 +107,8 @@ pub struct Report {
     /// NACKs this peer sent (receiver) or received (sender), per str0m's stats.
     pub nacks: u64,
     pub keyframe_requests_received: u64,
+    /// Requests dropped because of `keyframe_request_gap`.
+    pub keyframe_requests_ignored: u64,
     pub frames_sent: u64,
     pub bytes_received: u64,
     /// Forwarding delays (send to receive) in microseconds, at most 200 000 kept.
@@ -95,6 +118,9 @@ pub struct Report {
 enum Ctl {
     Answer(String, oneshot::Sender<Result<(), String>>),
     IceRestart(oneshot::Sender<Result<String, String>>),
+    Pli(oneshot::Sender<Result<(), String>>),
+    Remb(u64, oneshot::Sender<Result<(), String>>),
+    IncomingLoss(Loss),
     Close,
 }
 
@@ -120,6 +146,9 @@ struct Sender {
     next_video: Instant,
     next_audio: Instant,
     force_keyframe: bool,
+    /// Encodings owed a keyframe (per-encoding requests).
+    keyframe_for: Vec<Rid>,
+    last_honoured: Option<Instant>,
 }
 
 impl TestPeer {
@@ -170,6 +199,8 @@ impl TestPeer {
             next_video: now,
             next_audio: now,
             force_keyframe: true,
+            keyframe_for: Vec::new(),
+            last_honoured: None,
         };
         let peer = Self::spawn(sock, addr, rtc, cfg, Some(pending), Some(sender));
         Ok((peer, offer.to_sdp_string()))
@@ -225,6 +256,31 @@ impl TestPeer {
             .send(Ctl::IceRestart(tx))
             .map_err(|_| "peer stopped".to_string())?;
         rx.await.map_err(|_| "peer stopped".to_string())?
+    }
+
+    /// Sends a PLI for the received video, as a browser does when it can not
+    /// decode.
+    pub async fn request_keyframe(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.ctl
+            .send(Ctl::Pli(tx))
+            .map_err(|_| "peer stopped".to_string())?;
+        rx.await.map_err(|_| "peer stopped".to_string())?
+    }
+
+    /// Sends a REMB (receiver estimated maximum bitrate) for the received
+    /// video, as a browser without transport-cc feedback does.
+    pub async fn send_remb(&self, bps: u64) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.ctl
+            .send(Ctl::Remb(bps, tx))
+            .map_err(|_| "peer stopped".to_string())?;
+        rx.await.map_err(|_| "peer stopped".to_string())?
+    }
+
+    /// Changes the loss injected on received RTP from now on.
+    pub fn set_incoming_loss(&self, loss: Loss) {
+        let _ = self.ctl.send(Ctl::IncomingLoss(loss));
     }
 
     pub fn report(&self) -> Report {
@@ -299,7 +355,11 @@ struct Client {
     out_dropped: u64,
     last_frame: Option<(u8, u32)>,
     connected: bool,
-    keyframe_asked: bool,
+    /// Keyframe requests received since the sender last looked: the rid
+    /// named, if any.
+    keyframe_asked: Vec<Option<Rid>>,
+    /// The video m-line this peer receives on, once known.
+    video_in: Option<Mid>,
     alive: bool,
 }
 
@@ -329,13 +389,22 @@ impl Client {
                             self.connected = true;
                             r.connected = true;
                         }
-                        Event::KeyframeRequest(_) => {
+                        Event::KeyframeRequest(req) => {
                             r.keyframe_requests_received += 1;
-                            self.keyframe_asked = true;
+                            self.keyframe_asked.push(req.rid);
                         }
                         Event::MediaIngressStats(s) => r.nacks = r.nacks.max(s.nacks),
                         Event::MediaEgressStats(s) => r.nacks = r.nacks.max(s.nacks),
                         Event::MediaData(d) => record(&mut r, &d, &mut self.last_frame),
+                        Event::MediaAdded(m)
+                            if m.kind == MediaKind::Video
+                                && matches!(
+                                    m.direction,
+                                    Direction::RecvOnly | Direction::SendRecv
+                                ) =>
+                        {
+                            self.video_in = Some(m.mid);
+                        }
                         _ => {}
                     }
                 }
@@ -372,7 +441,8 @@ async fn run(
         out_dropped: 0,
         last_frame: None,
         connected: false,
-        keyframe_asked: false,
+        keyframe_asked: Vec::new(),
+        video_in: None,
         alive: true,
     };
     loop {
@@ -380,10 +450,22 @@ async fn run(
         if !c.alive || !c.rtc.is_alive() {
             return;
         }
-        if c.keyframe_asked {
-            c.keyframe_asked = false;
-            if let Some(s) = sender.as_mut() {
-                s.force_keyframe = true;
+        let asked = std::mem::take(&mut c.keyframe_asked);
+        if let Some(s) = sender.as_mut() {
+            for rid in asked {
+                let now = Instant::now();
+                let gap = c.cfg.keyframe_request_gap;
+                if s.last_honoured
+                    .is_some_and(|t| now.saturating_duration_since(t) < gap)
+                {
+                    c.report.lock().keyframe_requests_ignored += 1;
+                    continue;
+                }
+                s.last_honoured = Some(now);
+                match rid {
+                    Some(r) if c.cfg.keyframe_per_encoding => s.keyframe_for.push(r),
+                    _ => s.force_keyframe = true,
+                }
             }
         }
         let mut wake = timeout;
@@ -416,6 +498,36 @@ async fn run(
                         None => Err("nothing to offer".to_string()),
                     };
                     let _ = reply.send(r);
+                }
+                Some(Ctl::Pli(reply)) => {
+                    let r = match c.video_in.and_then(|mid| c.rtc.writer(mid)) {
+                        Some(mut w) => w
+                            .request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
+                            .map_err(|e| e.to_string()),
+                        None => Err("no video received".to_string()),
+                    };
+                    let _ = reply.send(r);
+                }
+                Some(Ctl::Remb(bps, reply)) => {
+                    let r = match c.video_in {
+                        Some(mid) => {
+                            let mut api = c.rtc.direct_api();
+                            match api.stream_rx_by_mid(mid, None) {
+                                Some(rx) => {
+                                    rx.request_remb(str0m::bwe::Bitrate::bps(bps));
+                                    Ok(())
+                                }
+                                None => Err("no video stream yet".to_string()),
+                            }
+                        }
+                        None => Err("no video received".to_string()),
+                    };
+                    let _ = reply.send(r);
+                }
+                Some(Ctl::IncomingLoss(loss)) => {
+                    c.cfg.drop_incoming = loss;
+                    c.in_count = 0;
+                    c.in_dropped = 0;
                 }
                 Some(Ctl::Close) | None => {
                     c.rtc.disconnect();
@@ -545,10 +657,11 @@ fn send_video(c: &mut Client, s: &mut Sender, now: Instant) {
     if s.next_video < now {
         s.next_video = now;
     }
-    let key = s.force_keyframe
+    let periodic = s.force_keyframe
         || s.frame
             .is_multiple_of(u64::from(c.cfg.keyframe_every.max(1)));
     s.force_keyframe = false;
+    let owed = std::mem::take(&mut s.keyframe_for);
     let time = MediaTime::from_90khz(s.frame * 90_000 / u64::from(fps));
     let encodings: Vec<Option<Rid>> = if s.rids.is_empty() {
         vec![None]
@@ -562,6 +675,7 @@ fn send_video(c: &mut Client, s: &mut Sender, now: Instant) {
         str0m::format::Codec::Vp8
     };
     for (i, rid) in encodings.into_iter().enumerate() {
+        let key = periodic || rid.is_some_and(|r| owed.contains(&r));
         let len = if key { size * 3 } else { size };
         let media = if c.cfg.h264 { Media::H264 } else { Media::Vp8 };
         let data = frame_bytes(len, key, media, i as u8, s.frame);

@@ -643,3 +643,89 @@ async fn switching_to_a_stream_of_another_codec_is_refused() {
         .await
         .unwrap();
 }
+
+/// A simulcast publisher that treats keyframe requests as Chromium does (drops
+/// those within 300 ms of the last, one encoding per request), and a subscriber
+/// on `layer` that has received its first frame of `expect`.
+async fn browser_simulcast_subscription(
+    sfu: &Sfu,
+    layer: Layer,
+    expect: u8,
+) -> (TestPeer, TestPeer, String) {
+    let cfg = TestPeerConfig {
+        simulcast: vec!["h".into(), "l".into()],
+        audio: false,
+        ..light()
+    }
+    .browser_keyframes();
+    let (publisher, publication) = publish(sfu, "room", cfg).await;
+    // Past fast start: the join has to ask the publisher for a keyframe.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let opts = SubscribeOptions {
+        video_from: Some(publication.id.clone()),
+        layer,
+        ..Default::default()
+    };
+    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
+    let rcfg = TestPeerConfig {
+        audio: false,
+        ..light()
+    };
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_encoding == Some(expect))
+            .await,
+        "first layer: {:?}",
+        receiver.report()
+    );
+    (publisher, receiver, sub.id)
+}
+
+/// Waits (bounded) until the receiver gets `enc`, then checks it stays there.
+async fn assert_switched(receiver: &TestPeer, publisher: &TestPeer, enc: u8, what: &str) {
+    let switched = receiver
+        .wait_for(Duration::from_secs(5), |r| r.video_encoding == Some(enc))
+        .await;
+    assert!(
+        switched,
+        "{what}: receiver {:?}, publisher ignored {} keyframe requests",
+        receiver.report(),
+        publisher.report().keyframe_requests_ignored
+    );
+    let seen = receiver.report().video_frames;
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_frames >= seen + 10)
+            .await
+    );
+    assert_eq!(receiver.report().video_encoding, Some(enc), "{what}: stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_switch_right_after_subscribing_takes_effect() {
+    let (sfu, _stop) = sfu();
+    let (publisher, receiver, sub) = browser_simulcast_subscription(&sfu, Layer::High, 0).await;
+    // The join's keyframe request was a moment ago: the publisher drops the
+    // switch's request, and the SFU must ask again.
+    sfu.set_layer(&sub, Layer::Low).await.unwrap();
+    assert_switched(&receiver, &publisher, 1, "to low").await;
+    assert_eq!(receiver.report().video_gaps, 0, "switched on a keyframe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_successive_layer_switches_each_take_effect() {
+    let (sfu, _stop) = sfu();
+    let (publisher, receiver, sub) = browser_simulcast_subscription(&sfu, Layer::Low, 1).await;
+    sfu.set_layer(&sub, Layer::High).await.unwrap();
+    assert_switched(&receiver, &publisher, 0, "to high").await;
+    sfu.set_layer(&sub, Layer::Low).await.unwrap();
+    assert_switched(&receiver, &publisher, 1, "back to low").await;
+    // Three requests within milliseconds: the last one wins.
+    sfu.set_layer(&sub, Layer::High).await.unwrap();
+    sfu.set_layer(&sub, Layer::Low).await.unwrap();
+    sfu.set_layer(&sub, Layer::High).await.unwrap();
+    assert_switched(&receiver, &publisher, 0, "high after a flurry").await;
+    assert_eq!(receiver.report().video_gaps, 0);
+}
