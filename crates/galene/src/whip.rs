@@ -348,22 +348,24 @@ fn authorise(
     group: &str,
     id: &str,
     headers: &HeaderMap,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let sessions = state.inner.whip.lock();
     let Some(s) = sessions.get(id).filter(|s| s.group == group) else {
-        return Err(not_found());
+        return Err(Box::new(not_found()));
     };
     if let Some(token) = &s.token
         && bearer(headers).as_ref() != Some(token)
     {
-        return Err((StatusCode::FORBIDDEN, "not authorised\n").into_response());
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "not authorised\n").into_response(),
+        ));
     }
     Ok(())
 }
 
 async fn delete(state: GaleneState, group: &str, id: &str, headers: &HeaderMap) -> Response {
     if let Err(r) = authorise(&state, group, id, headers) {
-        return with_headers(r, &state, headers, &[]);
+        return with_headers(*r, &state, headers, &[]);
     }
     let session = {
         let mut sessions = state.inner.whip.lock();
@@ -418,7 +420,7 @@ async fn patch(state: GaleneState, group: &str, id: &str, req: Request) -> Respo
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     if let Err(r) = authorise(&state, group, id, &headers) {
-        return with_headers(r, &state, &headers, &[]);
+        return with_headers(*r, &state, &headers, &[]);
     }
     if !content_type_is(&headers, "application/trickle-ice-sdpfrag") {
         return unsupported("application/trickle-ice-sdpfrag");
