@@ -1323,6 +1323,7 @@ impl Engine {
         t.rids = rids;
         t.current = None;
         t.need_keyframe = kind == Kind::Video;
+        t.asked = Some(now);
         let target = rid_of(&t.rids, t.target);
         let still_reads_old = s.tracks.iter().any(|t| t.source == old);
         if !still_reads_old
