@@ -152,7 +152,26 @@ struct UpTrack {
 struct Subscriber {
     layer: Layer,
     tracks: Vec<DownTrack>,
-    bwe: Option<u64>,
+    /// str0m's TWCC estimate toward the subscriber (simulcast subscriptions).
+    twcc: Option<u64>,
+    /// The subscriber's last REMB: the most it says it can take.
+    remb: Option<u64>,
+}
+
+impl Subscriber {
+    /// What the layer choice may spend. A REMB is the receiver's explicit cap
+    /// and bounds every layer choice but a named one; the TWCC estimate only
+    /// drives [`Layer::Auto`], where the subscriber asked to follow it.
+    fn allowance(&self) -> Option<u64> {
+        match self.layer {
+            Layer::Auto => match (self.twcc, self.remb) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            Layer::High => self.remb,
+            Layer::Low | Layer::Rid(_) => None,
+        }
+    }
 }
 
 struct DownTrack {
@@ -806,6 +825,7 @@ impl Engine {
             };
             let mut layer_name = None;
             let mut desired = 0u64;
+            let allowance = s.allowance();
             for t in &mut s.tracks {
                 if t.kind != Kind::Video {
                     continue;
@@ -816,7 +836,7 @@ impl Engine {
                     .unwrap_or_default();
                 desired = desired.max(r.first().copied().unwrap_or(0));
                 if !t.rids.is_empty() {
-                    let want = choose_encoding(&s.layer, &t.rids, &r, t.current, s.bwe);
+                    let want = choose_encoding(&s.layer, &t.rids, &r, t.current, allowance);
                     if want != t.target {
                         t.target = want;
                         t.asked = Some(now);
@@ -1135,7 +1155,8 @@ impl Engine {
             role: Role::Subscriber(Box::new(Subscriber {
                 layer: opts.layer,
                 tracks,
-                bwe: None,
+                twcc: None,
+                remb: None,
             })),
             pending_offer,
             stats: PeerStats::default(),
@@ -1250,11 +1271,12 @@ impl Engine {
             return Err(Error::NoSuchPeer(id.to_string()));
         };
         let mut switches = Vec::new();
+        let allowance = s.allowance();
         for (t, r) in s.tracks.iter_mut().zip(&rates) {
             if t.kind != Kind::Video || t.rids.is_empty() {
                 continue;
             }
-            let want = choose_encoding(&s.layer, &t.rids, r, t.current, s.bwe);
+            let want = choose_encoding(&s.layer, &t.rids, r, t.current, allowance);
             if want != t.target {
                 t.target = want;
                 t.asked = Some(now);
@@ -1309,6 +1331,7 @@ impl Engine {
         else {
             return Err(Error::NoSuchPeer(id.to_string()));
         };
+        let allowance = s.allowance();
         let t = s
             .tracks
             .iter_mut()
@@ -1319,7 +1342,7 @@ impl Engine {
         }
         let old = std::mem::replace(&mut t.source, from.to_string());
         t.source_mid = source_mid;
-        t.target = choose_encoding(&s.layer, &rids, &rates, None, s.bwe);
+        t.target = choose_encoding(&s.layer, &rids, &rates, None, allowance);
         t.rids = rids;
         t.current = None;
         t.need_keyframe = kind == Kind::Video;
@@ -1599,11 +1622,16 @@ fn handle_event(
                 });
             }
         }
-        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
-        | Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             if let Role::Subscriber(s) = &mut peer.role {
-                s.bwe = Some(estimate.as_u64());
-                peer.stats.bwe = s.bwe;
+                s.twcc = Some(estimate.as_u64());
+                peer.stats.bwe = s.allowance().or(s.twcc);
+            }
+        }
+        Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+            if let Role::Subscriber(s) = &mut peer.role {
+                s.remb = Some(estimate.as_u64());
+                peer.stats.bwe = s.allowance().or(s.remb);
             }
         }
         Event::PeerStats(st) => {

@@ -58,7 +58,10 @@ impl KeyframeLimiter {
 /// Picks the simulcast encoding index (0 = first = highest) a subscriber should
 /// receive. `rates` are the measured bits per second of each encoding, in the
 /// publisher's order (empty or all zero = not measured yet); `current` is what is
-/// forwarded now; `estimate` the subscriber's bandwidth estimate.
+/// forwarded now; `estimate` what the subscriber may be sent (its bandwidth
+/// estimate or REMB). `High` with an estimate is the highest encoding that
+/// fits it: a receiver that says it can not take the first encoding gets a
+/// lower one rather than a stalled picture.
 ///
 /// Encodings measured at zero are skipped once anything is measured: a browser
 /// leaves its low encoding off until the room grows, and `video-low` must not
@@ -81,13 +84,13 @@ pub(crate) fn choose_encoding(
     let highest = (0..n).find(|i| alive(*i)).unwrap_or(0);
     let lowest = (0..n).rev().find(|i| alive(*i)).unwrap_or(n - 1);
     match layer {
-        crate::Layer::High => highest,
+        crate::Layer::High if estimate.is_none() => highest,
         crate::Layer::Low => lowest,
         crate::Layer::Rid(r) => match rids.iter().position(|x| x == r) {
             Some(i) if alive(i) => i,
             _ => highest,
         },
-        crate::Layer::Auto => {
+        crate::Layer::High | crate::Layer::Auto => {
             let (Some(estimate), true) = (estimate, measured) else {
                 return current.filter(|c| alive(*c)).unwrap_or(highest);
             };
@@ -199,6 +202,29 @@ mod tests {
         assert_eq!(
             choose_encoding(&Layer::Auto, &rids, &rates, Some(1), Some(1_300_000)),
             0
+        );
+    }
+
+    #[test]
+    fn high_respects_a_receiver_cap() {
+        let rids = vec!["h".to_string(), "l".to_string()];
+        let rates = [1_000_000, 250_000];
+        assert_eq!(
+            choose_encoding(&Layer::High, &rids, &rates, Some(0), Some(400_000)),
+            1
+        );
+        assert_eq!(
+            choose_encoding(&Layer::High, &rids, &rates, Some(1), Some(10_000_000)),
+            0
+        );
+        assert_eq!(
+            choose_encoding(&Layer::High, &rids, &rates, Some(1), None),
+            0
+        );
+        // A cap below every encoding: the lowest still flows.
+        assert_eq!(
+            choose_encoding(&Layer::High, &rids, &rates, Some(0), Some(10_000)),
+            1
         );
     }
 

@@ -60,7 +60,9 @@
 //! (requested at once), so the subscriber never sees a half picture. In
 //! [`Layer::Auto`] the worker moves down when the subscriber's bandwidth estimate
 //! (TWCC, or REMB) falls below the high layer's rate and up again with 25 %
-//! headroom. Bandwidth estimation is switched on only for subscriptions to a
+//! headroom. A subscriber's REMB (its own statement of what it can take) caps
+//! [`Layer::High`] the same way, as Galène's receiver allowance does; str0m's
+//! TWCC estimate drives only `Auto`. Bandwidth estimation is switched on only for subscriptions to a
 //! simulcast stream: str0m paces sending to its estimate, which adds delay and
 //! buys nothing when there is no lower encoding to fall back to.
 //!

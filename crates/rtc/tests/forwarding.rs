@@ -729,3 +729,48 @@ async fn quick_successive_layer_switches_each_take_effect() {
     assert_switched(&receiver, &publisher, 0, "high after a flurry").await;
     assert_eq!(receiver.report().video_gaps, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_remb_below_the_high_rate_gets_the_low_layer() {
+    let (sfu, _stop) = sfu();
+    let cfg = TestPeerConfig {
+        simulcast: vec!["h".into(), "l".into()],
+        audio: false,
+        video_bitrate: 1_200_000,
+        ..TestPeerConfig::default()
+    };
+    let (publisher, publication) = publish(&sfu, "room", cfg).await;
+    // Galène `video`: the first encoding, as far as the receiver allows.
+    let opts = SubscribeOptions {
+        video_from: Some(publication.id.clone()),
+        layer: Layer::High,
+        ..Default::default()
+    };
+    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
+    let rcfg = TestPeerConfig {
+        audio: false,
+        ..light()
+    };
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_encoding == Some(0))
+            .await
+    );
+    // 400 kbit/s: below the 1.2 Mbit/s encoding, above the 300 kbit/s one.
+    receiver.send_remb(400_000).await.unwrap();
+    assert_switched(&receiver, &publisher, 1, "REMB 400 kbit/s").await;
+    // Statistics follow within their one-second refresh.
+    let mut layer = None;
+    for _ in 0..30 {
+        layer = sfu.stats(&sub.id).and_then(|s| s.layer);
+        if layer.as_deref() == Some("l") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(layer.as_deref(), Some("l"));
+    receiver.send_remb(10_000_000).await.unwrap();
+    assert_switched(&receiver, &publisher, 0, "REMB 10 Mbit/s").await;
+}
