@@ -86,23 +86,89 @@ pub fn proc_rss(pid: u32) -> Option<u64> {
         .map(|kib| kib * 1024)
 }
 
-/// Time the process's threads spent runnable but waiting for a CPU, summed
-/// over its threads (`/proc/<pid>/task/*/schedstat`, second field, ns). On
-/// a shared machine this shows how much the server was held back by others.
-pub fn proc_runqueue_wait(pid: u32) -> Duration {
+/// Run-queue wait of each live thread of a process, ns by thread id
+/// (`/proc/<pid>/task/<tid>/schedstat`, second field).
+fn thread_waits(pid: u32) -> std::collections::HashMap<u64, u64> {
+    let mut waits = std::collections::HashMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
+        return waits;
     };
-    let mut ns = 0u64;
     for entry in dir.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
         let text = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
-        ns += text
+        if let Some(ns) = text
             .split_whitespace()
             .nth(1)
             .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        {
+            waits.insert(tid, ns);
+        }
     }
-    Duration::from_nanos(ns)
+    waits
+}
+
+/// Time the process's threads spent runnable but waiting for a CPU, summed
+/// over its live threads. On a shared machine this shows how much the
+/// server was held back by others. Threads that exit take their share with
+/// them: for work that starts and ends threads, use [`WaitSampler`].
+pub fn proc_runqueue_wait(pid: u32) -> Duration {
+    Duration::from_nanos(thread_waits(pid).values().sum())
+}
+
+/// Run-queue wait of a process over a stretch of time, including threads
+/// that start and exit within it (the in-process load generators make and
+/// drop their runtimes): a thread reads every thread's counter every
+/// 100 ms and keeps the last value seen per thread, so a thread's last
+/// 100 ms before it exits may be missed.
+pub struct WaitSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl WaitSampler {
+    pub fn start(pid: u32) -> WaitSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = thread_waits(pid);
+            let mut last = start.clone();
+            loop {
+                let done = flag.load(std::sync::atomic::Ordering::Relaxed);
+                last.extend(thread_waits(pid));
+                if done {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            last.iter()
+                .map(|(tid, ns)| ns.saturating_sub(start.get(tid).copied().unwrap_or(0)))
+                .sum()
+        });
+        WaitSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The wait accumulated since `start`.
+    pub fn finish(mut self) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ns = self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0);
+        Duration::from_nanos(ns)
+    }
+}
+
+impl Drop for WaitSampler {
+    // A run that fails drops the sampler unfinished; its thread must still end.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The 1-minute load average.
@@ -151,5 +217,35 @@ mod tests {
         assert!(proc_rss(pid).unwrap() > 0);
         assert!(proc_cpu(pid).is_some());
         assert!(!Machine::probe().one_line().is_empty());
+    }
+
+    #[test]
+    fn wait_sampler_keeps_threads_that_exited() {
+        let sampler = WaitSampler::start(std::process::id());
+        // Four busy threads per core for 400 ms: together they are runnable
+        // for 1.6 s per core but can run for 0.4 s, so about 1.2 s per core
+        // is waiting, all of it in threads that exit before `finish`, which
+        // a plain before/after read would miss.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let busy: Vec<_> = (0..4 * cores)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let t0 = std::time::Instant::now();
+                    let mut x = 0u64;
+                    while t0.elapsed() < Duration::from_millis(400) {
+                        x = x.wrapping_mul(31).wrapping_add(1);
+                    }
+                    std::hint::black_box(x)
+                })
+            })
+            .collect();
+        for b in busy {
+            let _ = b.join();
+        }
+        let waited = sampler.finish();
+        assert!(
+            waited > Duration::from_millis(500) * cores as u32,
+            "waited {waited:?}"
+        );
     }
 }

@@ -34,9 +34,9 @@ pub fn run(
     )];
     for &(s, m) in sizes {
         println!("movie: {s} sessions × {m} members at {rate_bps} bit/s for {seconds} s");
-        let wait0 = crate::machine::proc_runqueue_wait(std::process::id());
+        let sampler = crate::machine::WaitSampler::start(std::process::id());
         let r = movie::loadgen::run_local(s, m, rate_bps, Duration::from_secs(seconds))?;
-        let waited = crate::machine::proc_runqueue_wait(std::process::id()).saturating_sub(wait0);
+        let waited = sampler.finish();
         let wall = r.wall.as_secs_f64().max(1e-9);
         let server_pct = r.server_cpu.map(|c| c.as_secs_f64() / wall * 100.0);
         let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);

@@ -65,7 +65,7 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
     let mut largest: [Option<usize>; 2] = [None, None];
     for (kind, n) in jobs {
         println!("sfu: {kind} {n} for {} s", opts.seconds);
-        let wait0 = crate::machine::proc_runqueue_wait(std::process::id());
+        let sampler = crate::machine::WaitSampler::start(std::process::id());
         let t0 = std::time::Instant::now();
         let result = rt.block_on(async {
             if kind == "fan-out" {
@@ -89,7 +89,7 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
             }
         };
         any = true;
-        let waited = crate::machine::proc_runqueue_wait(std::process::id()).saturating_sub(wait0);
+        let waited = sampler.finish();
         let wait_pct = waited.as_secs_f64() / t0.elapsed().as_secs_f64().max(1e-9) * 100.0;
         let video = r.down_tracks / 2;
         let per_core = video_tracks_per_core(&r);
