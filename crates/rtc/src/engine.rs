@@ -25,6 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::egress::Egress;
 use crate::forward::{KeyframeLimiter, Timeline, choose_encoding};
 use crate::worker::{Command, Directory};
 use crate::{
@@ -203,8 +204,8 @@ impl DownTrack {
 pub(crate) struct Engine {
     index: usize,
     config: Config,
-    sockets: Vec<Arc<UdpSocket>>,
     local_addrs: Vec<SocketAddr>,
+    egress: Egress,
     directory: Arc<Directory>,
     events: broadcast::Sender<SfuEvent>,
     load: Arc<AtomicUsize>,
@@ -227,7 +228,7 @@ impl Engine {
         Engine {
             index,
             config,
-            sockets,
+            egress: Egress::new(sockets, local_addrs.clone()),
             local_addrs,
             directory,
             events,
@@ -246,7 +247,7 @@ impl Engine {
     ) {
         let (ptx, mut packets) = mpsc::channel::<Packet>(4096);
         let readers = CancellationToken::new();
-        for (i, sock) in self.sockets.iter().enumerate() {
+        for (i, sock) in self.egress.sockets().iter().enumerate() {
             tokio::spawn(read_socket(i, sock.clone(), ptx.clone(), readers.clone()));
         }
         drop(ptx);
@@ -277,12 +278,15 @@ impl Engine {
                 }
                 _ = tick.tick() => self.housekeeping(Instant::now()),
             }
+            // Whatever this turn produced leaves before the worker waits again.
+            self.egress.flush();
         }
         readers.cancel();
         let ids: Vec<String> = self.peers.keys().cloned().collect();
         for id in ids {
             self.end_peer(&id, false, "shutdown");
         }
+        self.egress.flush();
     }
 
     fn next_timeout(&self) -> Instant {
@@ -413,13 +417,7 @@ impl Engine {
                     return;
                 }
                 Output::Transmit(t) => {
-                    send(
-                        &self.sockets,
-                        &self.local_addrs,
-                        t.source,
-                        t.destination,
-                        &t.contents,
-                    );
+                    self.egress.send(t.source, t.destination, &t.contents);
                 }
                 Output::Event(ev) => {
                     handle_event(
@@ -464,16 +462,22 @@ impl Engine {
             Some(Role::Publisher(p)) => std::mem::take(&mut p.subscribers),
             _ => return,
         };
+        let mut written = 0u64;
+        let mut kind = Kind::Audio;
         for sid in &subs {
             let Some(peer) = self.peers.get_mut(sid) else {
                 continue;
             };
-            let wrote = write_frame(peer, from, data);
-            if let Some(kind) = wrote {
-                metrics::counter!("switchyard_rtc_forwarded_frames_total", "kind" => kind.as_str())
-                    .increment(1);
+            if let Some(k) = write_frame(peer, from, data) {
+                written += 1;
+                kind = k;
                 self.drain(sid);
             }
+        }
+        if written > 0 {
+            // One registry lookup per frame, not one per subscriber.
+            metrics::counter!("switchyard_rtc_forwarded_frames_total", "kind" => kind.as_str())
+                .increment(written);
         }
         if let Some(Role::Publisher(p)) = self.peers.get_mut(from).map(|p| &mut p.role) {
             // Subscribers added while we forwarded were pushed onto the empty list.
@@ -578,13 +582,7 @@ impl Engine {
         // Let str0m say goodbye (DTLS close) if it has something to send.
         for _ in 0..16 {
             match peer.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => send(
-                    &self.sockets,
-                    &self.local_addrs,
-                    t.source,
-                    t.destination,
-                    &t.contents,
-                ),
+                Ok(Output::Transmit(t)) => self.egress.send(t.source, t.destination, &t.contents),
                 Ok(Output::Event(_)) => {}
                 _ => break,
             }
@@ -1506,30 +1504,6 @@ async fn read_socket(
             // ICMP errors from earlier sends surface here on Linux; not fatal.
             Err(e) => tracing::trace!("udp receive: {e}"),
         }
-    }
-}
-
-fn send(
-    sockets: &[Arc<UdpSocket>],
-    local: &[SocketAddr],
-    source: SocketAddr,
-    destination: SocketAddr,
-    contents: &[u8],
-) {
-    let sock = local
-        .iter()
-        .position(|a| *a == source)
-        .and_then(|i| sockets.get(i))
-        .or_else(|| {
-            local
-                .iter()
-                .position(|a| a.is_ipv4() == destination.is_ipv4())
-                .and_then(|i| sockets.get(i))
-        });
-    let Some(sock) = sock else { return };
-    if let Err(e) = sock.try_send_to(contents, destination) {
-        metrics::counter!("switchyard_rtc_send_errors_total").increment(1);
-        tracing::trace!("udp send to {destination}: {e}");
     }
 }
 

@@ -78,6 +78,7 @@
 #![forbid(unsafe_code)]
 
 mod addresses;
+mod egress;
 mod engine;
 mod forward;
 mod ids;

@@ -359,7 +359,12 @@ mod tests {
             workers: 1,
             ..Default::default()
         };
-        let r = super::fan_out(20, &cfg).await.unwrap();
+        // LOADTEST_FAN_OUT=N picks the fan-out size (default 20).
+        let n = std::env::var("LOADTEST_FAN_OUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        let r = super::fan_out(n, &cfg).await.unwrap();
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
         let r = super::rooms(3, &cfg).await.unwrap();
         println!("{}", serde_json::to_string_pretty(&r).unwrap());

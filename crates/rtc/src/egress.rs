@@ -1,0 +1,190 @@
+//! Outgoing datagrams of one worker, batched per destination.
+//!
+//! Forwarding one video frame to a subscriber produces a run of equal-sized
+//! packets to the same address. On Linux such a run leaves in one `sendmsg`
+//! with UDP generic segmentation offload (`UDP_SEGMENT`): one system call and
+//! one trip through the socket layer instead of one per packet, which is most
+//! of what a down track costs once str0m has encrypted the packets. Anything
+//! the kernel refuses falls back to one `send_to` per packet, for good.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+
+/// Linux caps a GSO send at 64 segments and one IP datagram's worth of bytes.
+const MAX_SEGMENTS: usize = 64;
+const MAX_BYTES: usize = 60_000;
+
+pub(crate) struct Egress {
+    sockets: Vec<Arc<UdpSocket>>,
+    local: Vec<SocketAddr>,
+    /// The run being collected: socket index, destination, segment size.
+    run: Option<(usize, SocketAddr, usize)>,
+    /// Packets of the run, back to back.
+    buf: Vec<u8>,
+    count: usize,
+    /// A shorter packet ended the run (only the last segment may be short).
+    closed: bool,
+    gso: bool,
+}
+
+impl Egress {
+    pub(crate) fn new(sockets: Vec<Arc<UdpSocket>>, local: Vec<SocketAddr>) -> Self {
+        Egress {
+            sockets,
+            local,
+            run: None,
+            buf: Vec::with_capacity(MAX_BYTES + 2048),
+            count: 0,
+            closed: false,
+            gso: cfg!(all(target_os = "linux", target_pointer_width = "64")),
+        }
+    }
+
+    pub(crate) fn sockets(&self) -> &[Arc<UdpSocket>] {
+        &self.sockets
+    }
+
+    /// Queues one datagram; it leaves at the latest on [`Egress::flush`].
+    pub(crate) fn send(&mut self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        let Some(sock) = self.socket_for(source, destination) else {
+            return;
+        };
+        if !self.gso {
+            self.send_one(sock, destination, contents);
+            return;
+        }
+        let len = contents.len();
+        let joins = match self.run {
+            Some((s, d, seg)) => {
+                s == sock
+                    && d == destination
+                    && !self.closed
+                    && len <= seg
+                    && self.count < MAX_SEGMENTS
+                    && self.buf.len() + len <= MAX_BYTES
+            }
+            None => false,
+        };
+        if !joins {
+            self.flush();
+            self.run = Some((sock, destination, len));
+        }
+        if let Some((_, _, seg)) = self.run
+            && len < seg
+        {
+            self.closed = true;
+        }
+        self.buf.extend_from_slice(contents);
+        self.count += 1;
+    }
+
+    /// Sends what is queued.
+    pub(crate) fn flush(&mut self) {
+        let Some((sock, destination, seg)) = self.run.take() else {
+            return;
+        };
+        let count = std::mem::take(&mut self.count);
+        self.closed = false;
+        let buf = std::mem::take(&mut self.buf);
+        if count > 1 && self.gso {
+            match self.send_gso(sock, destination, seg, &buf) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    metrics::counter!("switchyard_rtc_send_errors_total").increment(1);
+                }
+                Err(e) => {
+                    tracing::info!("UDP segmentation offload unusable ({e}); sending one by one");
+                    self.gso = false;
+                    for chunk in buf.chunks(seg.max(1)) {
+                        self.send_one(sock, destination, chunk);
+                    }
+                }
+            }
+        } else {
+            self.send_one(sock, destination, &buf);
+        }
+        self.buf = buf;
+        self.buf.clear();
+    }
+
+    fn socket_for(&self, source: SocketAddr, destination: SocketAddr) -> Option<usize> {
+        self.local.iter().position(|a| *a == source).or_else(|| {
+            self.local
+                .iter()
+                .position(|a| a.is_ipv4() == destination.is_ipv4())
+        })
+    }
+
+    fn send_one(&self, sock: usize, destination: SocketAddr, contents: &[u8]) {
+        let Some(s) = self.sockets.get(sock) else {
+            return;
+        };
+        if let Err(e) = s.try_send_to(contents, destination) {
+            metrics::counter!("switchyard_rtc_send_errors_total").increment(1);
+            tracing::trace!("udp send to {destination}: {e}");
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    fn send_gso(
+        &self,
+        sock: usize,
+        destination: SocketAddr,
+        seg: usize,
+        buf: &[u8],
+    ) -> std::io::Result<()> {
+        let s = self
+            .sockets
+            .get(sock)
+            .ok_or_else(|| std::io::Error::other("no socket"))?;
+        let seg = u16::try_from(seg).map_err(std::io::Error::other)?;
+        let control = Cmsg::udp_segment(seg);
+        let addr = socket2::SockAddr::from(destination);
+        let iov = [std::io::IoSlice::new(buf)];
+        let msg = socket2::MsgHdr::new()
+            .with_addr(&addr)
+            .with_buffers(&iov)
+            .with_control(&control.0);
+        let sent = s.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(&**s).sendmsg(&msg, 0)
+        })?;
+        if sent != buf.len() {
+            return Err(std::io::Error::other("short GSO send"));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+    fn send_gso(&self, _: usize, _: SocketAddr, _: usize, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("not supported here"))
+    }
+}
+
+/// One `cmsghdr` carrying `UDP_SEGMENT` on 64-bit Linux: length (8 bytes),
+/// level `SOL_UDP` (4), type `UDP_SEGMENT` (4), the u16 segment size, padding
+/// to `CMSG_SPACE(2)` = 24 bytes.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+#[repr(C, align(8))]
+struct Cmsg([u8; 24]);
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+impl Cmsg {
+    fn udp_segment(size: u16) -> Cmsg {
+        const SOL_UDP: i32 = 17;
+        const UDP_SEGMENT: i32 = 103;
+        let mut b = [0u8; 24];
+        let header = [
+            (18u64).to_ne_bytes().as_slice(),
+            SOL_UDP.to_ne_bytes().as_slice(),
+            UDP_SEGMENT.to_ne_bytes().as_slice(),
+            size.to_ne_bytes().as_slice(),
+        ]
+        .concat();
+        for (d, s) in b.iter_mut().zip(header) {
+            *d = s;
+        }
+        Cmsg(b)
+    }
+}
