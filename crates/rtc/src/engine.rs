@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::Egress;
-use crate::forward::{KeyframeLimiter, Timeline, choose_encoding};
+use crate::forward::{KeyframeLimiter, LossControl, Timeline, choose_encoding};
 use crate::worker::{Command, Directory};
 use crate::{
     Config, Error, Kind, Layer, ParticipantRef, PeerEvent, PeerStats, PublishOptions, SfuEvent,
@@ -157,6 +157,8 @@ struct Subscriber {
     twcc: Option<u64>,
     /// The subscriber's last REMB: the most it says it can take.
     remb: Option<u64>,
+    /// Galène-style rate control from the loss the receiver reports.
+    loss: LossControl,
 }
 
 impl Subscriber {
@@ -164,12 +166,10 @@ impl Subscriber {
     /// and bounds every layer choice but a named one; the TWCC estimate only
     /// drives [`Layer::Auto`], where the subscriber asked to follow it.
     fn allowance(&self) -> Option<u64> {
+        let lowest = |caps: &[Option<u64>]| caps.iter().flatten().copied().min();
         match self.layer {
-            Layer::Auto => match (self.twcc, self.remb) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-            Layer::High => self.remb,
+            Layer::Auto => lowest(&[self.twcc, self.remb, self.loss.cap()]),
+            Layer::High => lowest(&[self.remb, self.loss.cap()]),
             Layer::Low | Layer::Rid(_) => None,
         }
     }
@@ -823,6 +823,17 @@ impl Engine {
             };
             let mut layer_name = None;
             let mut desired = 0u64;
+            let sending = s
+                .tracks
+                .iter()
+                .filter(|t| t.kind == Kind::Video)
+                .filter_map(|t| {
+                    let r = rates.get(&(t.source.clone(), t.source_mid))?;
+                    r.get(t.current?).copied()
+                })
+                .max()
+                .unwrap_or(peer.stats.bitrate_out);
+            s.loss.second(peer.stats.loss, sending);
             let allowance = s.allowance();
             for t in &mut s.tracks {
                 if t.kind != Kind::Video {
@@ -1155,6 +1166,7 @@ impl Engine {
                 tracks,
                 twcc: None,
                 remb: None,
+                loss: LossControl::default(),
             })),
             pending_offer,
             stats: PeerStats::default(),

@@ -110,6 +110,47 @@ pub(crate) fn choose_encoding(
     }
 }
 
+/// Loss-based rate control toward one subscriber, as Galène does it: a receiver
+/// reporting more than 10 % loss gets a cap below what it is sent (which the
+/// layer choice honours by moving down), and the cap goes once the loss has
+/// stayed under 2 % for a few seconds. Fed once a second with the receiver's
+/// last reported loss fraction and the bit rate it is sent.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LossControl {
+    cap: Option<u64>,
+    clean_seconds: u32,
+}
+
+impl LossControl {
+    const HIGH_LOSS: f32 = 0.10;
+    const LOW_LOSS: f32 = 0.02;
+    /// Clean seconds before the cap is lifted: long enough that a receiver on
+    /// a lossy path does not bounce between layers (each switch costs a keyframe).
+    const RECOVERY_SECONDS: u32 = 3;
+
+    pub(crate) fn cap(&self) -> Option<u64> {
+        self.cap
+    }
+
+    pub(crate) fn second(&mut self, loss: f32, sending: u64) {
+        if loss > Self::HIGH_LOSS {
+            self.clean_seconds = 0;
+            let base = self.cap.map_or(sending, |c| c.min(sending.max(1)));
+            // Back off in proportion to the loss, at most by half.
+            let factor = 1.0 - f64::from(loss.min(1.0)) / 2.0;
+            self.cap = Some(((base as f64) * factor).round() as u64);
+        } else if loss < Self::LOW_LOSS && self.cap.is_some() {
+            self.clean_seconds += 1;
+            if self.clean_seconds >= Self::RECOVERY_SECONDS {
+                self.cap = None;
+                self.clean_seconds = 0;
+            }
+        } else {
+            self.clean_seconds = 0;
+        }
+    }
+}
+
 /// Keeps one down track's RTP clock continuous when its source changes (simulcast
 /// encodings have unrelated timestamp bases): output = input + offset, with the
 /// offset re-anchored at each switch so the new source starts one frame after
@@ -147,6 +188,25 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_over_ten_percent_caps_below_the_rate_sent_and_clean_seconds_lift_it() {
+        let mut c = LossControl::default();
+        c.second(0.05, 1_000_000);
+        assert_eq!(c.cap(), None, "5 % is tolerated");
+        c.second(0.20, 1_000_000);
+        assert_eq!(c.cap(), Some(900_000));
+        // Still lossy after moving down: the cap follows what is sent now.
+        c.second(0.40, 300_000);
+        assert_eq!(c.cap(), Some(240_000));
+        c.second(0.01, 240_000);
+        c.second(0.05, 240_000);
+        c.second(0.01, 240_000);
+        c.second(0.01, 240_000);
+        assert_eq!(c.cap(), Some(240_000), "a lossy second restarts recovery");
+        c.second(0.0, 240_000);
+        assert_eq!(c.cap(), None);
+    }
     use crate::Layer;
 
     #[test]

@@ -774,3 +774,56 @@ async fn a_receiver_remb_below_the_high_rate_gets_the_low_layer() {
     receiver.send_remb(10_000_000).await.unwrap();
     assert_switched(&receiver, &publisher, 0, "REMB 10 Mbit/s").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_loss_over_ten_percent_moves_to_the_low_layer_and_back() {
+    let (sfu, _stop) = sfu();
+    let cfg = TestPeerConfig {
+        simulcast: vec!["h".into(), "l".into()],
+        audio: false,
+        video_bitrate: 1_200_000,
+        ..TestPeerConfig::default()
+    };
+    let (publisher, publication) = publish(&sfu, "room", cfg).await;
+    // Galène `video`: the first encoding while the receiver takes it.
+    let opts = SubscribeOptions {
+        video_from: Some(publication.id.clone()),
+        layer: Layer::High,
+        ..Default::default()
+    };
+    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
+    let rcfg = TestPeerConfig {
+        audio: false,
+        ..light()
+    };
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_encoding == Some(0)
+                && r.video_frames > 30)
+            .await
+    );
+    // A quarter of the packets lost on the way to the receiver.
+    receiver.set_incoming_loss(Loss {
+        every: 4,
+        max: u32::MAX,
+    });
+    let seen = std::cell::Cell::new(0.0f32);
+    let switched = receiver
+        .wait_for(Duration::from_secs(15), |r| {
+            seen.set(seen.get().max(sfu.stats(&sub.id).map_or(0.0, |s| s.loss)));
+            r.video_encoding == Some(1)
+        })
+        .await;
+    let seen = seen.get();
+    assert!(
+        switched,
+        "no switch down; loss seen {seen}, {:?}",
+        receiver.report()
+    );
+    assert!(seen > 0.10, "the receiver's reports said {seen}");
+    // Loss gone: back to the first encoding after a few clean seconds.
+    receiver.set_incoming_loss(Loss::default());
+    assert_switched(&receiver, &publisher, 0, "loss gone").await;
+}
