@@ -1,5 +1,7 @@
 // The home page: public rooms from /public-groups.json (Galène's list) and
-// TV channels from /api/channels, refreshed every 15 seconds.
+// TV channels from /api/channels, refreshed every 15 seconds. A channel plays
+// right here: the server sends it as live fragmented MP4 (/fmp4/channel/ID),
+// which a plain <video src> plays.
 
 const $ = (id) => document.getElementById(id);
 
@@ -66,7 +68,7 @@ async function loadChannels() {
         box.removeAttribute('aria-busy');
         return;
     }
-    $('channels-note').textContent = channels.length ? 'open the stream link in VLC, mpv or ffplay' : '';
+    $('channels-note').textContent = channels.length ? 'watch here, or open the stream link in VLC, mpv or ffplay' : '';
     if (!channels.length) {
         box.replaceChildren(el('p', { class: 'empty', text: 'No channels are configured.' }));
     } else {
@@ -78,6 +80,8 @@ async function loadChannels() {
                 epg('now', c.now) || el('div', { class: 'epg muted', text: 'No programme information' }),
                 epg('next', c.next),
                 el('div', { class: 'links' },
+                    watchButton(c),
+                    el('a', { href: `/watch/${c.id}`, text: 'Full page' }),
                     el('a', { href: stream, text: 'Stream' }),
                     el('a', { href: '/playlist', text: 'Playlist' })));
         }));
@@ -85,7 +89,51 @@ async function loadChannels() {
     box.removeAttribute('aria-busy');
 }
 
+function watchButton(c) {
+    const b = el('button', { type: 'button', class: 'button small primary watch', text: 'Watch' });
+    b.addEventListener('click', () => watch(c));
+    return b;
+}
+
+/** Plays channel `c` in the page's player; a stream that ends or fails is retried a few times. */
+function watch(c) {
+    const video = $('tv-video');
+    let retries = 0;
+    const start = () => {
+        video.src = `/fmp4/channel/${c.id}`;
+        video.play().catch(() => { /* the controls remain; autoplay may be refused */ });
+    };
+    const status = (text) => { $('tv-status').textContent = text; };
+    video.onplaying = () => { retries = 0; status(''); };
+    video.onwaiting = () => status('loading…');
+    const again = () => {
+        if (retries >= 3) { status('The channel can not be played right now.'); return; }
+        retries += 1;
+        status('reconnecting…');
+        setTimeout(start, 1000 * retries);
+    };
+    video.onerror = again;
+    video.onended = again;
+    $('tv-title').textContent = `${c.number} ${c.name}`;
+    $('tv-page').href = `/watch/${c.id}`;
+    $('tv-player').hidden = false;
+    $('tv-player').dataset.id = c.id;
+    status('loading…');
+    start();
+    $('tv-player').scrollIntoView({ block: 'nearest' });
+}
+
+function stopWatching() {
+    const video = $('tv-video');
+    video.onerror = video.onended = null;
+    video.removeAttribute('src');
+    video.load();
+    $('tv-player').hidden = true;
+    delete $('tv-player').dataset.id;
+}
+
 document.addEventListener('DOMContentLoaded', () => {
+    $('tv-close').addEventListener('click', stopWatching);
     $('join-other').addEventListener('submit', (e) => {
         e.preventDefault();
         const name = $('other-room').value.trim().replace(/^\/+|\/+$/g, '');

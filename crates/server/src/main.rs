@@ -6,6 +6,7 @@
 
 mod config;
 mod tls;
+mod tvweb;
 mod web;
 mod webui;
 
@@ -349,14 +350,17 @@ async fn serve(config: Config, data: PathBuf) -> anyhow::Result<()> {
             }
         });
     }
-    let mut app = web::router(web::WebState {
+    let web_state = web::WebState {
         yard: yard.clone(),
         metrics,
         public_url: config.web.public_url.clone(),
         scheme,
         htsp: htsp_ctx,
         access,
-    });
+    };
+    // TV in the browser, under the same streaming rights as `/stream/...`.
+    let tv_guard = web::tv_guard(web_state.clone());
+    let mut app = web::router(web_state).merge(tvweb::router_guarded(yard.clone(), Some(tv_guard)));
     if config.galene.enabled || config.owt.enabled {
         let sfu = rtc::Sfu::start(config.rtc.clone(), shutdown.clone())
             .context("starting the WebRTC media plane [rtc]")?;
@@ -470,7 +474,11 @@ fn print_banner(yard: &yard::Yard, scheme: &str, web: SocketAddr, listening: &[(
         println!("  {what:<10} {url}");
     }
     println!("  {:<10} {scheme}://{host}/group/lobby/", "meeting");
-    println!("Movie:      {} ({} KiB, embedded)", yard::demo::MOVIE_NAME, yard::demo::MOVIE.len() / 1024);
+    println!(
+        "Movie:      {} ({} KiB, embedded)",
+        yard::demo::MOVIE_NAME,
+        yard::demo::MOVIE.len() / 1024
+    );
     println!("Channels:");
     for c in yard.channels() {
         println!(

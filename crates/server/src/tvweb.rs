@@ -16,7 +16,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -28,8 +29,9 @@ use yard::{ChannelInfo, Reader, ReaderEvent, ReaderOptions, Yard};
 const PROGRAM_WAIT: Duration = Duration::from_secs(10);
 
 /// Decides whether a request may watch a channel: `None` lets it through,
-/// `Some(response)` answers instead (401, 404...).
-pub type Guard = Arc<dyn Fn(&HeaderMap, &ChannelInfo) -> Option<Response> + Send + Sync>;
+/// `Some(response)` answers instead (401, 404...). It sees the whole request
+/// head (headers, URI with any ticket, the peer address in the extensions).
+pub type Guard = Arc<dyn Fn(&Parts, &ChannelInfo) -> Option<Response> + Send + Sync>;
 
 #[derive(Clone)]
 struct TvWeb {
@@ -37,13 +39,9 @@ struct TvWeb {
     guard: Option<Guard>,
 }
 
-/// `/fmp4/channel/{id}` and `/watch/{id}`, open to everybody.
-pub fn router(yard: Yard) -> Router {
-    router_guarded(yard, None)
-}
-
-/// The same routes, with `guard` consulted before a channel is served (so
-/// the streaming rights of `/stream/...` apply here too).
+/// `/fmp4/channel/{id}` and `/watch/{id}`, with `guard` (if any) consulted
+/// before a channel is served, so the streaming rights of `/stream/...`
+/// apply here too.
 pub fn router_guarded(yard: Yard, guard: Option<Guard>) -> Router {
     Router::new()
         .route("/fmp4/channel/{id}", get(fmp4_channel))
@@ -55,18 +53,18 @@ fn not_found(text: String) -> Response {
     (StatusCode::NOT_FOUND, format!("{text}\n")).into_response()
 }
 
-fn channel(s: &TvWeb, id: u32, headers: &HeaderMap) -> Result<Arc<ChannelInfo>, Response> {
+fn channel(s: &TvWeb, id: u32, parts: &Parts) -> Result<Arc<ChannelInfo>, Response> {
     let Some(c) = s.yard.channel(id) else {
         return Err(not_found(format!("no channel with id {id}")));
     };
-    if let Some(refusal) = s.guard.as_ref().and_then(|g| g(headers, &c)) {
+    if let Some(refusal) = s.guard.as_ref().and_then(|g| g(parts, &c)) {
         return Err(refusal);
     }
     Ok(c)
 }
 
-async fn fmp4_channel(State(s): State<TvWeb>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
-    let channel = match channel(&s, id, &headers) {
+async fn fmp4_channel(State(s): State<TvWeb>, Path(id): Path<u32>, parts: Parts) -> Response {
+    let channel = match channel(&s, id, &parts) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -166,17 +164,38 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn watch(State(s): State<TvWeb>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
-    let channel = match channel(&s, id, &headers) {
+async fn watch(State(s): State<TvWeb>, Path(id): Path<u32>, parts: Parts) -> Response {
+    let channel = match channel(&s, id, &parts) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let name = escape(&channel.name);
+    // The response ends when the programme changes (or the browser fell too
+    // far behind): the script starts a fresh stream then, as a player would.
     Html(format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{name}</title>\
-         <style>body{{margin:0;background:#000}}video{{width:100vw;height:100vh}}</style></head>\n\
-         <body><video autoplay muted controls playsinline src=\"/fmp4/channel/{id}\"></video></body></html>\n",
-        id = channel.id
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{number} {name} — Switchyard</title>\
+         <style>html,body{{margin:0;height:100%;background:#000;color:#ddd;font:15px system-ui,sans-serif}}\
+         header{{position:fixed;top:0;left:0;right:0;padding:8px 12px;background:rgba(0,0,0,.55);z-index:1}}\
+         a{{color:#8ab4ff}}video{{width:100vw;height:100vh;display:block}}#status{{margin-left:1em;color:#aaa}}</style></head>\n\
+         <body><header><a href=\"/web/\">Switchyard</a> · <b>{number} {name}</b><span id=\"status\" role=\"status\"></span></header>\n\
+         <video id=\"tv\" autoplay muted controls playsinline src=\"/fmp4/channel/{id}\"></video>\n\
+         <script>\n\
+         (function () {{\n\
+           var v = document.getElementById('tv'), s = document.getElementById('status'), tries = 0;\n\
+           function again() {{\n\
+             if (tries >= 5) {{ s.textContent = 'The channel can not be played right now.'; return; }}\n\
+             tries += 1; s.textContent = 'reconnecting…';\n\
+             setTimeout(function () {{ v.src = '/fmp4/channel/{id}?' + Date.now(); v.play().catch(function () {{}}); }}, 1000 * tries);\n\
+           }}\n\
+           v.addEventListener('playing', function () {{ tries = 0; s.textContent = ''; }});\n\
+           v.addEventListener('error', again);\n\
+           v.addEventListener('ended', again);\n\
+         }})();\n\
+         </script></body></html>\n",
+        id = channel.id,
+        number = channel.number,
     ))
     .into_response()
 }
@@ -195,14 +214,17 @@ mod tests {
     async fn watch_page_and_stream_start() {
         let dir = tempfile::tempdir().unwrap();
         let yard = Yard::demo_for_tests(dir.path());
-        let app = router(yard.clone());
+        let app = router_guarded(yard.clone(), None);
         let page = get(app.clone(), "/watch/1").await;
         assert_eq!(page.status(), StatusCode::OK);
         let html = axum::body::to_bytes(page.into_body(), 1 << 16)
             .await
             .unwrap();
         let html = String::from_utf8_lossy(&html);
-        assert!(html.contains("<video autoplay muted controls"), "{html}");
+        assert!(
+            html.contains("<video id=\"tv\" autoplay muted controls"),
+            "{html}"
+        );
         assert!(html.contains("src=\"/fmp4/channel/1\""));
         assert_eq!(
             get(app.clone(), "/watch/99").await.status(),

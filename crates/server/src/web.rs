@@ -115,18 +115,56 @@ impl axum::extract::FromRequestParts<Arc<WebState>> for Asker {
         parts: &mut axum::http::request::Parts,
         s: &Arc<WebState>,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let ticket = Query::<TicketQuery>::try_from_uri(&parts.uri)
-            .ok()
-            .and_then(|q| q.0.ticket);
         Ok(Asker {
-            rights: rights(s, peer, &parts.headers, &parts.uri, ticket.as_deref()),
+            rights: rights_of(s, parts),
         })
     }
+}
+
+fn rights_of(s: &WebState, parts: &axum::http::request::Parts) -> Rights {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let ticket = Query::<TicketQuery>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|q| q.0.ticket);
+    rights(s, peer, &parts.headers, &parts.uri, ticket.as_deref())
+}
+
+/// Why `rights` may not watch `channel`, as the response to send; `None`
+/// when they may. A channel hidden by its tags is as missing as an unknown one.
+fn refusal(
+    s: &WebState,
+    rights: &Rights,
+    channel: &yard::ChannelInfo,
+    missing: impl FnOnce() -> String,
+) -> Option<Response> {
+    if !rights.streaming {
+        return Some(unauthorized("streaming needs a login"));
+    }
+    let tag_names: Vec<String> = channel
+        .tags
+        .iter()
+        .filter_map(|t| s.yard.tag(*t))
+        .map(|t| t.name.clone())
+        .collect();
+    if !rights.may_see_channel(tag_names.iter().map(String::as_str)) {
+        return Some(not_found(missing()));
+    }
+    None
+}
+
+/// The streaming rights of `/stream/...` for the browser's TV routes
+/// (`/watch/{id}`, `/fmp4/channel/{id}`).
+pub fn tv_guard(state: WebState) -> crate::tvweb::Guard {
+    Arc::new(move |parts, channel| {
+        let rights = rights_of(&state, parts);
+        refusal(&state, &rights, channel, || {
+            format!("no channel with id {}", channel.id)
+        })
+    })
 }
 
 async fn stream_by_id(State(s): St, Path(id): Path<u32>, who: Asker) -> Response {
@@ -198,20 +236,8 @@ fn stream(
     let Some(channel) = channel else {
         return not_found(missing());
     };
-    if !who.rights.streaming {
-        return unauthorized("streaming needs a login");
-    }
-    let tag_names: Vec<String> = channel
-        .tags
-        .iter()
-        .filter_map(|t| s.yard.tag(*t))
-        .map(|t| t.name.clone())
-        .collect();
-    if !who
-        .rights
-        .may_see_channel(tag_names.iter().map(String::as_str))
-    {
-        return not_found(missing());
+    if let Some(r) = refusal(s, &who.rights, &channel, missing) {
+        return r;
     }
     let id = channel.id;
     let opts = ReaderOptions::ts("http").with_max_bytes(s.yard.reader_max_bytes());
@@ -439,12 +465,12 @@ async fn home(State(s): St) -> Html<String> {
         };
         rows.push_str(&format!(
             "<tr><td class=n>{}</td><td><b>{}</b></td><td>{}</td><td class=next>{}</td>\
-             <td><a href=\"/stream/channel/{}\">stream</a></td></tr>\n",
+             <td><a href=\"/watch/{id}\">watch</a> · <a href=\"/stream/channel/{id}\">stream</a></td></tr>\n",
             c.number,
             esc(&c.name),
             show(&cur),
             show(&next),
-            c.id
+            id = c.id
         ));
     }
     Html(format!(
@@ -467,7 +493,7 @@ td,th{{padding:.5rem;border-bottom:1px solid #e3e6eb;text-align:left}} .n{{width
 {rows}</tbody></table>
 <h2>Meetings</h2>
 <p><a href="/group/lobby/">Join the lobby</a> or see <a href="/web/">all public rooms</a>.</p>
-<p>Open a stream in VLC or ffplay, or the whole <a href="/playlist">playlist</a>. Guide: <a href="/xmltv">XMLTV</a>, <a href="/api/epg">JSON</a>.</p>
+<p>Watch a channel here in the browser, open its stream in VLC or ffplay, or the whole <a href="/playlist">playlist</a>. Guide: <a href="/xmltv">XMLTV</a>, <a href="/api/epg">JSON</a>.</p>
 </main></body></html>"#
     ))
 }
