@@ -5,6 +5,7 @@
 'use strict';
 
 const { spawn, execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -83,6 +84,8 @@ async function startServer({ groups = {}, port = null, dataDir = null } = {}) {
         if (sections.has(s)) toml += `\n[${s}]\nenabled = false\n`;
     }
     if (sections.has('rtc')) toml += '\n[rtc]\nport_base = 0\nworkers = 1\n';
+    // As in the demo: anyone may watch TV (the browser's TV player has no login of its own).
+    if (sections.has('access')) toml += '\n[access]\nanonymous = true\n';
     const config = path.join(data, 'test.toml');
     fs.writeFileSync(config, toml);
     const log = fs.openSync(path.join(data, 'server.log'), 'a');
@@ -225,6 +228,48 @@ async function waitMediaFrom(page, username, { label = 'camera', ms = 40000 } = 
     };
 }
 
+/**
+ * Serves the OWT protocol test page (tests/browser/owt/, with the vendored
+ * Socket.IO client from node_modules) to `page` at SERVER/owt-test/, so it
+ * is on the server's origin without the server knowing it.
+ */
+async function serveOwtPage(page, server) {
+    const files = {
+        'index.html': [path.join(__dirname, 'owt', 'index.html'), 'text/html; charset=utf-8'],
+        'owt.js': [path.join(__dirname, 'owt', 'owt.js'), 'text/javascript; charset=utf-8'],
+        'socket.io.min.js': [path.join(__dirname, 'node_modules', 'socket.io-client', 'dist', 'socket.io.min.js'), 'text/javascript; charset=utf-8'],
+    };
+    await page.route(`${server.url}/owt-test/**`, (route) => {
+        const name = new URL(route.request().url()).pathname.replace(/^\/owt-test\//, '');
+        const f = files[name];
+        if (!f) return route.fulfill({ status: 404, body: 'no such test file\n' });
+        return route.fulfill({ status: 200, contentType: f[1], body: fs.readFileSync(f[0]) });
+    });
+}
+
+/** The MAuth header of the OWT management API (reference section 15.2), signed with the service key. */
+function mauth(serviceId, serviceKey) {
+    const ts = Date.now();
+    const cnonce = crypto.randomInt(0, 99999);
+    const hex = crypto.createHmac('sha256', serviceKey).update(`${ts},${cnonce}`).digest('hex');
+    return `MAuth realm=http://marte3.dit.upm.es,mauth_signature_method=HMAC_SHA256,mauth_serviceid=${serviceId},`
+        + `mauth_cnonce=${cnonce},mauth_timestamp=${ts},mauth_signature=${Buffer.from(hex).toString('base64')}`;
+}
+
+/** An OWT login token for `user` in `room`, from the REST API with the keys the server generated in its data folder. */
+async function owtToken(server, room, user, role = 'presenter') {
+    const keysFile = path.join(server.data, 'owt-keys.json');
+    const keys = await until('owt-keys.json', () => fs.existsSync(keysFile) && JSON.parse(fs.readFileSync(keysFile, 'utf8')), 10000);
+    const r = await fetch(`${server.url}/v1/rooms/${encodeURIComponent(room)}/tokens`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: mauth(keys.service_id, keys.service_key) },
+        body: JSON.stringify({ user, role }),
+    });
+    const body = await r.text();
+    if (r.status !== 200) throw new Error(`token for ${user} in ${room}: ${r.status} ${body}`);
+    return body;
+}
+
 function artifact(name) {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     return path.join(ARTIFACTS, name);
@@ -232,5 +277,5 @@ function artifact(name) {
 
 module.exports = {
     ROOT, BIN, CHROMIUM_ARGS, sleep, freePort, startServer, launchBrowser, join, inbound, until,
-    waitMediaFrom, artifact,
+    waitMediaFrom, artifact, serveOwtPage, owtToken,
 };
