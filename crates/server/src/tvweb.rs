@@ -53,12 +53,12 @@ fn not_found(text: String) -> Response {
     (StatusCode::NOT_FOUND, format!("{text}\n")).into_response()
 }
 
-fn channel(s: &TvWeb, id: u32, parts: &Parts) -> Result<Arc<ChannelInfo>, Response> {
+fn channel(s: &TvWeb, id: u32, parts: &Parts) -> Result<Arc<ChannelInfo>, Box<Response>> {
     let Some(c) = s.yard.channel(id) else {
-        return Err(not_found(format!("no channel with id {id}")));
+        return Err(Box::new(not_found(format!("no channel with id {id}"))));
     };
     if let Some(refusal) = s.guard.as_ref().and_then(|g| g(parts, &c)) {
-        return Err(refusal);
+        return Err(Box::new(refusal));
     }
     Ok(c)
 }
@@ -66,7 +66,7 @@ fn channel(s: &TvWeb, id: u32, parts: &Parts) -> Result<Arc<ChannelInfo>, Respon
 async fn fmp4_channel(State(s): State<TvWeb>, Path(id): Path<u32>, parts: Parts) -> Response {
     let channel = match channel(&s, id, &parts) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let opts = ReaderOptions::frames("fmp4").with_max_bytes(s.yard.reader_max_bytes());
     let mut reader = match s.yard.subscribe(channel.id, opts) {
@@ -167,7 +167,7 @@ fn escape(s: &str) -> String {
 async fn watch(State(s): State<TvWeb>, Path(id): Path<u32>, parts: Parts) -> Response {
     let channel = match channel(&s, id, &parts) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let name = escape(&channel.name);
     // The response ends when the programme changes (or the browser fell too
