@@ -301,7 +301,7 @@ pub fn run_local(
     library.add_embedded("load.bin", movie);
     let config = Config {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        registration_window_ms: 1_500,
+        registration_window: Duration::from_millis(1_500),
         default_interval_us: 1_000,
         min_interval_us: 100,
         max_sessions: sessions.max(1),

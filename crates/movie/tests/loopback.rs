@@ -59,7 +59,7 @@ async fn start(config: Config) -> Server {
 fn quick() -> Config {
     Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
-        registration_window_ms: 1_000,
+        registration_window: Duration::from_millis(1_000),
         default_interval_us: 2_000,
         min_interval_us: 1_000,
         ..Config::default()
@@ -159,7 +159,7 @@ async fn finish(r: Running) -> (ClientSession, Vec<u8>) {
 #[tokio::test]
 async fn full_flow_two_members_over_the_cli_functions_gives_byte_exact_files() {
     let srv = start(Config {
-        registration_window_ms: 1_500,
+        registration_window: Duration::from_millis(1_500),
         ..quick()
     })
     .await;
@@ -252,7 +252,7 @@ async fn requested_port_busy_gets_another_bound_port() {
 #[tokio::test]
 async fn retransmission_recovers_lost_handshake_and_registration_packets() {
     let srv = start(Config {
-        registration_window_ms: 2_500,
+        registration_window: Duration::from_millis(2_500),
         ..quick()
     })
     .await;
@@ -334,7 +334,7 @@ async fn late_join_into_a_long_movie_receives_every_chunk_from_start_seq() {
 #[tokio::test]
 async fn leave_and_timeout_reach_the_leader() {
     let srv = start(Config {
-        member_timeout_ms: 2_500,
+        member_timeout: Duration::from_millis(2_500),
         default_interval_us: 10_000,
         ..quick()
     })
@@ -513,7 +513,7 @@ async fn shutdown_ends_sessions_with_stream_end_shutdown() {
 #[tokio::test]
 async fn list_shows_sessions_and_the_leader_prints_its_address() {
     let srv = start(Config {
-        registration_window_ms: 5_000,
+        registration_window: Duration::from_millis(5_000),
         ..quick()
     })
     .await;

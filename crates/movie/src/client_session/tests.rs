@@ -307,7 +307,7 @@ fn long_library() -> Vec<Movie> {
 
 fn fast_config() -> Config {
     Config {
-        registration_window_ms: 2_000,
+        registration_window: Duration::from_millis(2_000),
         default_interval_us: 10_000,
         ..Config::default()
     }
@@ -1017,7 +1017,7 @@ fn c33_twenty_percent_loss_both_ways_still_completes() {
     for seed in 0..3u64 {
         let mut w = World::new(
             Config {
-                registration_window_ms: 10_000,
+                registration_window: Duration::from_millis(10_000),
                 ..fast_config()
             },
             library(),
@@ -1122,7 +1122,7 @@ fn client_discards_foreign_and_malformed_packets() {
 fn list_query_pages_through_every_session() {
     let mut w = World::new(
         Config {
-            registration_window_ms: 60_000,
+            registration_window: Duration::from_millis(60_000),
             ..fast_config()
         },
         library(),

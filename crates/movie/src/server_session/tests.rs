@@ -31,7 +31,7 @@ fn movies() -> Vec<Movie> {
 
 fn test_config() -> Config {
     Config {
-        registration_window_ms: 3_000,
+        registration_window: Duration::from_millis(3_000),
         default_interval_us: 20_000,
         ..Config::default()
     }
@@ -638,7 +638,7 @@ fn c13_movies_available_pages_list_every_movie_once_and_are_retransmitted_5_time
         .collect();
     let mut r = Rig::new(
         Config {
-            registration_window_ms: 30_000,
+            registration_window: Duration::from_millis(30_000),
             ..test_config()
         },
         many,
@@ -792,7 +792,7 @@ fn c15_interval_rule() {
 /// The interval in M's Stream Start, for a session whose leader asks for
 /// `leader_us`, M for `member_us`, and movie 0 is chosen.
 fn interval_through_a_session(config: Config, movie: Movie, leader_us: u32, member_us: u32) -> u32 {
-    let window = Duration::from_millis(config.registration_window_ms);
+    let window = config.registration_window;
     let mut r = Rig::new(config, vec![movie]);
     r.register(L, 3, leader_us);
     r.send(
@@ -1041,7 +1041,7 @@ fn c19_pacing_follows_t0_plus_k_interval_without_drift() {
     ];
     let mut r = streaming_with(
         Config {
-            member_timeout_ms: 3_600_000,
+            member_timeout: Duration::from_millis(3_600_000),
             ..test_config()
         },
         movies,
@@ -1105,7 +1105,7 @@ fn c19_after_a_pause_chunks_are_due_at_t0_plus_k_interval_plus_the_pause() {
     ];
     let mut r = streaming_with(
         Config {
-            member_timeout_ms: 3_600_000,
+            member_timeout: Duration::from_millis(3_600_000),
             ..test_config()
         },
         movies,
@@ -1302,7 +1302,7 @@ fn c23_silent_member_is_present_at_4_9_s_and_gone_at_5_s() {
 fn c24_late_joiner_starts_at_position_plus_lead() {
     let mut r = streaming_with(
         Config {
-            member_timeout_ms: 3_600_000,
+            member_timeout: Duration::from_millis(3_600_000),
             ..test_config()
         },
         long_movies(),
@@ -1332,7 +1332,7 @@ fn c24_late_joiner_starts_at_position_plus_lead() {
 #[test]
 fn c24_late_joiner_that_confirms_too_late_is_removed() {
     let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
+        member_timeout: Duration::from_millis(3_600_000),
         ..test_config()
     });
     r.s.p.timers.join_lead = Duration::from_millis(40);
@@ -1348,7 +1348,7 @@ fn c24_late_joiner_that_confirms_too_late_is_removed() {
 #[test]
 fn c25_pause_and_resume_by_the_leader_only() {
     let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
+        member_timeout: Duration::from_millis(3_600_000),
         ..test_config()
     });
     r.advance(Duration::from_millis(45));
@@ -1410,7 +1410,7 @@ fn c25_pause_and_resume_by_the_leader_only() {
 #[test]
 fn c25_pause_and_resume_on_the_wire_from_a_member_change_nothing() {
     let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
+        member_timeout: Duration::from_millis(3_600_000),
         ..test_config()
     });
     r.advance(Duration::from_millis(45));
@@ -1466,8 +1466,8 @@ fn c25_pause_and_resume_on_the_wire_from_a_member_change_nothing() {
 #[test]
 fn c26_pause_limit_and_leader_leaving_resume_the_stream() {
     let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
-        pause_max_ms: 2_000,
+        member_timeout: Duration::from_millis(3_600_000),
+        pause_max: Duration::from_millis(2_000),
         ..test_config()
     });
     r.send(
@@ -1482,7 +1482,7 @@ fn c26_pause_limit_and_leader_leaving_resume_the_stream() {
     assert_eq!(resumed[0].reason, RESUMED_PAUSE_LIMIT);
 
     let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
+        member_timeout: Duration::from_millis(3_600_000),
         ..test_config()
     });
     r.send(
@@ -1544,7 +1544,7 @@ fn c27_full_and_closed_refusals_leave_no_state() {
 #[test]
 fn c32_discarded_datagrams_change_nothing_and_get_no_reply() {
     let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
+        member_timeout: Duration::from_millis(3_600_000),
         ..test_config()
     });
     let before = r.advance(Duration::from_millis(30));
@@ -1722,7 +1722,7 @@ fn ps_discard_by_shape(bytes: &[u8]) -> Option<Discard> {
 #[test]
 fn c32_random_datagrams_on_ps_are_counted_by_the_rule_they_break() {
     let mut r = streaming(Config {
-        member_timeout_ms: 3_600_000,
+        member_timeout: Duration::from_millis(3_600_000),
         ..test_config()
     });
     r.advance(Duration::from_millis(30));
