@@ -243,7 +243,11 @@ mod port_range {
                 parse_port_range(v).map_err(E::custom)
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<[u16; 2], A::Error> {
-                let wrong = || de::Error::custom("a port range array holds exactly two ports, e.g. [40000, 40099]; \"40000-40099\" is the usual form");
+                let wrong = || {
+                    de::Error::custom(
+                        "a port range array holds exactly two ports, e.g. [40000, 40099]; \"40000-40099\" is the usual form",
+                    )
+                };
                 let a: u16 = seq.next_element()?.ok_or_else(wrong)?;
                 let b: u16 = seq.next_element()?.ok_or_else(wrong)?;
                 if seq.next_element::<de::IgnoredAny>()?.is_some() {
@@ -351,10 +355,16 @@ mod tests {
             "member_timeout = \"5 s\"",
             "pause_max = \"600 s\"",
         ] {
-            assert!(written.lines().any(|l| l == line), "no {line:?} in\n{written}");
+            assert!(
+                written.lines().any(|l| l == line),
+                "no {line:?} in\n{written}"
+            );
         }
         assert!(!written.contains("_ms"), "{written}");
-        assert!(!written.contains("session_ports"), "unset, so not written:\n{written}");
+        assert!(
+            !written.contains("session_ports"),
+            "unset, so not written:\n{written}"
+        );
     }
 
     #[test]
@@ -403,8 +413,14 @@ mod tests {
         assert_eq!(c, want);
         assert!(c.validate().is_ok());
         let written = toml::to_string(&c).unwrap();
-        assert!(written.contains("session_ports = \"40000-40099\""), "{written}");
-        assert!(written.contains("member_timeout = \"2500 ms\""), "{written}");
+        assert!(
+            written.contains("session_ports = \"40000-40099\""),
+            "{written}"
+        );
+        assert!(
+            written.contains("member_timeout = \"2500 ms\""),
+            "{written}"
+        );
         assert!(written.contains("pause_max = \"600 s\""), "{written}");
         assert_eq!(toml::from_str::<Config>(&written).unwrap(), c);
     }
@@ -458,7 +474,10 @@ mod tests {
         }
         // The old `_ms` names are gone; the refusal lists the new ones.
         let err = refused("registration_window_ms = 30000");
-        assert!(err.contains("unknown field `registration_window_ms`"), "{err}");
+        assert!(
+            err.contains("unknown field `registration_window_ms`"),
+            "{err}"
+        );
         assert!(err.contains("`registration_window`"), "{err}");
 
         let c: Config = toml::from_str("member_timeout = \"0 s\"").unwrap();
@@ -471,10 +490,19 @@ mod tests {
     #[test]
     fn session_ports_take_the_reference_form_one_port_or_the_old_array() {
         let ports = |text: &str| toml::from_str::<Config>(text).map(|c| c.session_ports);
-        assert_eq!(ports("session_ports = \"40000-40099\""), Ok(Some([40000, 40099])));
-        assert_eq!(ports("session_ports = \"40000 - 40099\""), Ok(Some([40000, 40099])));
+        assert_eq!(
+            ports("session_ports = \"40000-40099\""),
+            Ok(Some([40000, 40099]))
+        );
+        assert_eq!(
+            ports("session_ports = \"40000 - 40099\""),
+            Ok(Some([40000, 40099]))
+        );
         assert_eq!(ports("session_ports = \"40000\""), Ok(Some([40000, 40000])));
-        assert_eq!(ports("session_ports = [40000, 40099]"), Ok(Some([40000, 40099])));
+        assert_eq!(
+            ports("session_ports = [40000, 40099]"),
+            Ok(Some([40000, 40099]))
+        );
         for bad in [
             "session_ports = \"40000-70000\"",
             "session_ports = \"ports\"",
@@ -489,7 +517,10 @@ mod tests {
         let err = refused("session_ports = [40000, 40001, 40002]");
         assert!(err.contains("exactly two ports"), "{err}");
         let err = refused("session_ports = 40000");
-        assert!(err.contains("a port range such as \"40000-40099\""), "{err}");
+        assert!(
+            err.contains("a port range such as \"40000-40099\""),
+            "{err}"
+        );
 
         for (text, msg) in [
             (
@@ -522,8 +553,14 @@ mod tests {
             let c: Config = toml::from_str(text).unwrap();
             assert_eq!(c.validate().unwrap_err().to_string(), msg, "{text}");
         };
-        check("chunk_size = 1392", "movie.chunk_size must be 1 to 1391, not 1392");
-        check("chunk_size = 0", "movie.chunk_size must be 1 to 1391, not 0");
+        check(
+            "chunk_size = 1392",
+            "movie.chunk_size must be 1 to 1391, not 1392",
+        );
+        check(
+            "chunk_size = 0",
+            "movie.chunk_size must be 1 to 1391, not 0",
+        );
         check(
             "min_interval_us = 0",
             "movie.min_interval_us (0) must be at least 1 and not above movie.max_interval_us (1000000)",

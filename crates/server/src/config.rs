@@ -156,6 +156,47 @@ mod tests {
     }
 
     #[test]
+    fn movie_keys_use_the_reference_notation_and_bad_values_name_the_key() {
+        let c = Config::parse(
+            "[movie]\nsession_ports = \"40000-40099\"\nregistration_window = \"10 s\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.movie.session_ports, Some([40000, 40099]));
+        let printed = c.to_toml();
+        for line in [
+            "session_ports = \"40000-40099\"",
+            "registration_window = \"10 s\"",
+            "member_timeout = \"5 s\"",
+            "pause_max = \"600 s\"",
+        ] {
+            assert!(
+                printed.lines().any(|l| l == line),
+                "no {line:?} in\n{printed}"
+            );
+        }
+        let err = Config::parse(
+            "[movie]\nlate_join = true\nmember_timeout = 5000\n",
+            Path::new("m.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "m.toml:3: movie.member_timeout: the bare number 5000 is not a duration"
+            ),
+            "{err}"
+        );
+        let err = Config::parse("[movie]\nsession_ports = \"1-2-3\"\n", Path::new("m.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("m.toml:2: movie.session_ports: \"1-2-3\" is not a port range"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn printed_config_parses_back() {
         let c = Config::default();
         let again = Config::parse(&c.to_toml(), Path::new("p.toml")).unwrap();

@@ -543,6 +543,10 @@ fn printed_config_parses_back_to_the_same_config() {
         &config_text(
             port,
             "demo = false\n[[tv.inputs]]\nurl = \"udp://127.0.0.1:5000\"\nname = \"Studio\"\ntags = [\"Live\"]\n",
+        )
+        .replace(
+            "[movie]\n",
+            "[movie]\nsession_ports = \"40000-40099\"\n",
         ),
     );
     let (code, printed, err) = run(
@@ -554,6 +558,13 @@ fn printed_config_parses_back_to_the_same_config() {
     assert_eq!(value["web"]["listen"].as_str(), Some("127.0.0.1:18443"));
     assert_eq!(value["tv"]["inputs"][0]["name"].as_str(), Some("Studio"));
     assert_eq!(value["htsp"]["enabled"].as_bool(), Some(false));
+    // The movie keys in the notation of the reference's §13.
+    assert_eq!(
+        value["movie"]["session_ports"].as_str(),
+        Some("40000-40099")
+    );
+    assert_eq!(value["movie"]["registration_window"].as_str(), Some("30 s"));
+    assert_eq!(value["movie"]["pause_max"].as_str(), Some("600 s"));
     // Fed back as a configuration, it prints the same again.
     let again = write(dir.path(), "printed.toml", &printed);
     let (code, printed2, err) = run(
