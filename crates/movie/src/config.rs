@@ -166,9 +166,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// that keeps it exact, so `--print-config` shows `"30 s"` as §13 does.
 pub fn format_duration(d: Duration) -> String {
     let micros = d.as_micros();
-    if micros % 1_000_000 == 0 {
+    if micros.is_multiple_of(1_000_000) {
         format!("{} s", micros / 1_000_000)
-    } else if micros % 1_000 == 0 {
+    } else if micros.is_multiple_of(1_000) {
         format!("{} ms", micros / 1_000)
     } else {
         format!("{micros} us")
