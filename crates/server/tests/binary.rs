@@ -640,3 +640,29 @@ async fn https_uses_a_self_signed_certificate_made_once_and_the_banner_names_the
         "certificate regenerated"
     );
 }
+
+#[test]
+fn the_readme_configuration_example_is_accepted() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("a Configuration section");
+    let example = section
+        .split("```toml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml example");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "example.toml", example);
+    let (code, out, err) = run(&["--config", "example.toml", "--print-config"], dir.path());
+    assert_eq!(code, Some(0), "{err}");
+    for line in [
+        "library = \"/srv/movies\"",
+        "cidr = \"192.168.1.0/24\"",
+        "anonymous = false",
+    ] {
+        assert!(out.contains(line), "printed config lacks {line}:\n{out}");
+    }
+}
