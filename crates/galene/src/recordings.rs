@@ -12,7 +12,7 @@ use base64::Engine;
 use tower::ServiceExt;
 use yard::room::Permission;
 
-use crate::groups::{self, Credentials, GroupError, authenticate};
+use crate::groups::{self, Credentials, GroupError};
 use crate::server::{GaleneState, not_found, redirect};
 
 /// A file changed less than this long ago may still be growing.
@@ -86,22 +86,8 @@ async fn authorised(
         password: Some(password),
         token: None,
     };
-    let result = {
-        let _permit = state.inner.hashing.acquire().await;
-        let state = state.clone();
-        let group = group.clone();
-        tokio::task::spawn_blocking(move || {
-            authenticate(
-                &group,
-                &creds,
-                &state.inner.tokens,
-                &state.inner.auth,
-                SystemTime::now(),
-            )
-        })
-        .await
-    };
-    let ok = matches!(&result, Ok(Ok(id)) if id.permissions.has(Permission::Record));
+    let result = state.authenticate(group, creds).await;
+    let ok = matches!(&result, Ok(id) if id.permissions.has(Permission::Record));
     if !ok {
         // slows down password guessing
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -28,7 +28,8 @@ use yard::room::{
 };
 
 use crate::groups::{
-    AuthContext, AuthError, Group, GroupError, GroupStore, StoredToken, TokenStore, authenticate,
+    AuthContext, AuthError, Credentials, Group, GroupError, GroupStore, Identity, StoredToken,
+    TokenStore, authenticate,
 };
 use crate::session::{Action, GroupView, JoinInfo, Output, Session};
 use crate::whip::WhipSession;
@@ -122,6 +123,30 @@ pub struct GaleneState {
 }
 
 impl GaleneState {
+    /// Checks credentials against a group off the async threads: password
+    /// hashes (pbkdf2, bcrypt) are slow on purpose, so at most one per core
+    /// runs at a time.
+    pub(crate) async fn authenticate(
+        &self,
+        group: &Arc<Group>,
+        creds: Credentials,
+    ) -> Result<Identity, AuthError> {
+        let _permit = self.inner.hashing.acquire().await;
+        let state = self.clone();
+        let group = group.clone();
+        tokio::task::spawn_blocking(move || {
+            authenticate(
+                &group,
+                &creds,
+                &state.inner.tokens,
+                &state.inner.auth,
+                SystemTime::now(),
+            )
+        })
+        .await
+        .unwrap_or(Err(AuthError::Internal))
+    }
+
     /// Prepares the groups directory (creating the demo `lobby` when asked
     /// and absent). `rooms` is the yard's registry (`yard.rooms().clone()`),
     /// `data_dir` the yard's data folder (tokens live in `var/`).
@@ -950,22 +975,7 @@ impl Connection {
                     .join_failed(&name, None, "internal server error");
             }
         };
-        let identity = {
-            let _permit = state.inner.hashing.acquire().await;
-            let group = group.clone();
-            let state = state.clone();
-            tokio::task::spawn_blocking(move || {
-                authenticate(
-                    &group,
-                    &credentials,
-                    &state.inner.tokens,
-                    &state.inner.auth,
-                    SystemTime::now(),
-                )
-            })
-            .await
-            .unwrap_or(Err(AuthError::Internal))
-        };
+        let identity = state.authenticate(&group, credentials).await;
         let identity = match identity {
             Ok(i) => i,
             Err(e) => {

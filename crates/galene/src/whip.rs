@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use yard::room::{FrontEnd, JoinRules, Participant, Permission, Room};
 
-use crate::groups::{AuthError, Credentials, GroupError, authenticate};
+use crate::groups::{Credentials, GroupError};
 use crate::server::{GaleneState, not_found, origin_allowed};
 
 /// Largest SDP offer accepted.
@@ -205,22 +205,7 @@ async fn post(state: GaleneState, group_name: String, req: Request) -> Response 
         password: token.is_none().then(String::new),
         token: token.clone(),
     };
-    let identity = {
-        let _permit = state.inner.hashing.acquire().await;
-        let state = state.clone();
-        let group = group.clone();
-        tokio::task::spawn_blocking(move || {
-            authenticate(
-                &group,
-                &creds,
-                &state.inner.tokens,
-                &state.inner.auth,
-                SystemTime::now(),
-            )
-        })
-        .await
-        .unwrap_or(Err(AuthError::Internal))
-    };
+    let identity = state.authenticate(&group, creds).await;
     let identity = match identity {
         Ok(i) => i,
         Err(e) => {
