@@ -683,6 +683,38 @@ async fn browser_simulcast_subscription(
     (publisher, receiver, sub.id)
 }
 
+/// A simulcast publisher (1.2 Mbit/s first encoding, a quarter of it second)
+/// and a Galène `video` subscriber (Layer::High) receiving the first encoding.
+async fn galene_video_subscription(sfu: &Sfu) -> (TestPeer, TestPeer, String) {
+    let cfg = TestPeerConfig {
+        simulcast: vec!["h".into(), "l".into()],
+        audio: false,
+        video_bitrate: 1_200_000,
+        ..TestPeerConfig::default()
+    };
+    let (publisher, publication) = publish(sfu, "room", cfg).await;
+    let opts = SubscribeOptions {
+        video_from: Some(publication.id.clone()),
+        layer: Layer::High,
+        ..Default::default()
+    };
+    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
+    let rcfg = TestPeerConfig {
+        audio: false,
+        ..light()
+    };
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(
+        receiver
+            .wait_for(LIMIT, |r| r.video_encoding == Some(0))
+            .await,
+        "first encoding: {:?}",
+        receiver.report()
+    );
+    (publisher, receiver, sub.id)
+}
+
 /// Waits (bounded) until the receiver gets `enc`, then checks it stays there.
 async fn assert_switched(receiver: &TestPeer, publisher: &TestPeer, enc: u8, what: &str) {
     let switched = receiver
@@ -733,38 +765,14 @@ async fn quick_successive_layer_switches_each_take_effect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_remb_below_the_high_rate_gets_the_low_layer() {
     let (sfu, _stop) = sfu();
-    let cfg = TestPeerConfig {
-        simulcast: vec!["h".into(), "l".into()],
-        audio: false,
-        video_bitrate: 1_200_000,
-        ..TestPeerConfig::default()
-    };
-    let (publisher, publication) = publish(&sfu, "room", cfg).await;
-    // Galène `video`: the first encoding, as far as the receiver allows.
-    let opts = SubscribeOptions {
-        video_from: Some(publication.id.clone()),
-        layer: Layer::High,
-        ..Default::default()
-    };
-    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
-    let rcfg = TestPeerConfig {
-        audio: false,
-        ..light()
-    };
-    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
-    sfu.remote_answer(&sub.id, answer).await.unwrap();
-    assert!(
-        receiver
-            .wait_for(LIMIT, |r| r.video_encoding == Some(0))
-            .await
-    );
+    let (publisher, receiver, sub) = galene_video_subscription(&sfu).await;
     // 400 kbit/s: below the 1.2 Mbit/s encoding, above the 300 kbit/s one.
     receiver.send_remb(400_000).await.unwrap();
     assert_switched(&receiver, &publisher, 1, "REMB 400 kbit/s").await;
     // Statistics follow within their one-second refresh.
     let mut layer = None;
     for _ in 0..30 {
-        layer = sfu.stats(&sub.id).and_then(|s| s.layer);
+        layer = sfu.stats(&sub).and_then(|s| s.layer);
         if layer.as_deref() == Some("l") {
             break;
         }
@@ -778,32 +786,8 @@ async fn a_receiver_remb_below_the_high_rate_gets_the_low_layer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downstream_loss_over_ten_percent_moves_to_the_low_layer_and_back() {
     let (sfu, _stop) = sfu();
-    let cfg = TestPeerConfig {
-        simulcast: vec!["h".into(), "l".into()],
-        audio: false,
-        video_bitrate: 1_200_000,
-        ..TestPeerConfig::default()
-    };
-    let (publisher, publication) = publish(&sfu, "room", cfg).await;
-    // Galène `video`: the first encoding while the receiver takes it.
-    let opts = SubscribeOptions {
-        video_from: Some(publication.id.clone()),
-        layer: Layer::High,
-        ..Default::default()
-    };
-    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
-    let rcfg = TestPeerConfig {
-        audio: false,
-        ..light()
-    };
-    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
-    sfu.remote_answer(&sub.id, answer).await.unwrap();
-    assert!(
-        receiver
-            .wait_for(LIMIT, |r| r.video_encoding == Some(0)
-                && r.video_frames > 30)
-            .await
-    );
+    let (publisher, receiver, sub) = galene_video_subscription(&sfu).await;
+    assert!(receiver.wait_for(LIMIT, |r| r.video_frames > 30).await);
     // A quarter of the packets lost on the way to the receiver.
     receiver.set_incoming_loss(Loss {
         every: 4,
@@ -812,7 +796,7 @@ async fn downstream_loss_over_ten_percent_moves_to_the_low_layer_and_back() {
     let seen = std::cell::Cell::new(0.0f32);
     let switched = receiver
         .wait_for(Duration::from_secs(15), |r| {
-            seen.set(seen.get().max(sfu.stats(&sub.id).map_or(0.0, |s| s.loss)));
+            seen.set(seen.get().max(sfu.stats(&sub).map_or(0.0, |s| s.loss)));
             r.video_encoding == Some(1)
         })
         .await;
