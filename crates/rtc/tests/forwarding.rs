@@ -658,8 +658,31 @@ async fn browser_simulcast_subscription(
         ..light()
     }
     .browser_keyframes();
+    simulcast_subscription(sfu, cfg, layer, expect).await
+}
+
+/// A simulcast publisher (1.2 Mbit/s first encoding, a quarter of it second)
+/// and a Galène `video` subscriber (Layer::High) receiving the first encoding.
+async fn galene_video_subscription(sfu: &Sfu) -> (TestPeer, TestPeer, String) {
+    let cfg = TestPeerConfig {
+        simulcast: vec!["h".into(), "l".into()],
+        audio: false,
+        video_bitrate: 1_200_000,
+        ..TestPeerConfig::default()
+    };
+    simulcast_subscription(sfu, cfg, Layer::High, 0).await
+}
+
+/// Publishes with `cfg`, waits past fast start (so the join has to ask the
+/// publisher for a keyframe), subscribes video on `layer` and waits for the
+/// first frame of encoding `expect`.
+async fn simulcast_subscription(
+    sfu: &Sfu,
+    cfg: TestPeerConfig,
+    layer: Layer,
+    expect: u8,
+) -> (TestPeer, TestPeer, String) {
     let (publisher, publication) = publish(sfu, "room", cfg).await;
-    // Past fast start: the join has to ask the publisher for a keyframe.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let opts = SubscribeOptions {
         video_from: Some(publication.id.clone()),
@@ -678,38 +701,6 @@ async fn browser_simulcast_subscription(
             .wait_for(LIMIT, |r| r.video_encoding == Some(expect))
             .await,
         "first layer: {:?}",
-        receiver.report()
-    );
-    (publisher, receiver, sub.id)
-}
-
-/// A simulcast publisher (1.2 Mbit/s first encoding, a quarter of it second)
-/// and a Galène `video` subscriber (Layer::High) receiving the first encoding.
-async fn galene_video_subscription(sfu: &Sfu) -> (TestPeer, TestPeer, String) {
-    let cfg = TestPeerConfig {
-        simulcast: vec!["h".into(), "l".into()],
-        audio: false,
-        video_bitrate: 1_200_000,
-        ..TestPeerConfig::default()
-    };
-    let (publisher, publication) = publish(sfu, "room", cfg).await;
-    let opts = SubscribeOptions {
-        video_from: Some(publication.id.clone()),
-        layer: Layer::High,
-        ..Default::default()
-    };
-    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
-    let rcfg = TestPeerConfig {
-        audio: false,
-        ..light()
-    };
-    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, rcfg).await.unwrap();
-    sfu.remote_answer(&sub.id, answer).await.unwrap();
-    assert!(
-        receiver
-            .wait_for(LIMIT, |r| r.video_encoding == Some(0))
-            .await,
-        "first encoding: {:?}",
         receiver.report()
     );
     (publisher, receiver, sub.id)

@@ -42,20 +42,8 @@ async fn demo_channel_as_fragmented_mp4() {
     assert!(result.is_ok(), "only {fragments} fragments");
     let path = dir.path().join("live.mp4");
     std::fs::write(&path, &file).unwrap();
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-of", "default=nw=1"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = probe_h264_aac(&path);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.contains(&"codec_name=h264"), "{text}");
-    assert!(lines.contains(&"codec_name=aac"), "{text}");
     assert!(
         lines.contains(&"width=640") && lines.contains(&"height=360"),
         "{text}"
@@ -183,20 +171,7 @@ async fn the_binary_serves_a_channel_as_fragmented_mp4_and_a_watch_page() {
     drop(resp);
     let path = server.dir.path().join("live.mp4");
     std::fs::write(&path, &body).unwrap();
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-of", "default=nw=1"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.contains(&"codec_name=h264"), "{text}");
-    assert!(lines.contains(&"codec_name=aac"), "{text}");
+    probe_h264_aac(&path);
 
     // The watch page plays that URL; the home page links to it.
     let page = reqwest::get(server.url("/watch/1")).await.unwrap();
@@ -255,4 +230,24 @@ async fn browser_tv_needs_the_streaming_right_as_stream_does() {
         .unwrap();
     assert_eq!(live.status(), 200, "{}", server.log());
     assert_eq!(live.headers()["content-type"], "video/mp4");
+}
+
+/// ffprobe's stream fields of `path` (`key=value` lines), after checking it
+/// reads the file and finds H.264 and AAC in it.
+fn probe_h264_aac(path: &std::path::Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-of", "default=nw=1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"codec_name=h264"), "{text}");
+    assert!(lines.contains(&"codec_name=aac"), "{text}");
+    text
 }
