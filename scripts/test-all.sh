@@ -30,6 +30,8 @@ for d in tests/*; do
   fi
 done
 
+# A one-off build gains nothing from incremental state; it only costs disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 # Build first so the Node suites can start the server binary.
 cargo build --workspace --all-targets
 target_dir=${CARGO_TARGET_DIR:-target}
