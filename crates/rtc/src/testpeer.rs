@@ -345,6 +345,12 @@ fn should_drop(loss: &Loss, counter: &mut u64, dropped: &mut u64) -> bool {
 
 struct Client {
     sock: UdpSocket,
+    /// GRO receive state: one `recvmsg` may return a run of datagrams that the
+    /// sender passed as one GSO send (the SFU sends each frame that way).
+    /// Loopback then hands the run to this socket as one buffer instead of
+    /// segmenting it on the SFU's thread, as a receiver on another host would
+    /// cost the SFU nothing for it.
+    udp: quinn_udp::UdpSocketState,
     addr: SocketAddr,
     rtc: Rtc,
     cfg: TestPeerConfig,
@@ -428,9 +434,13 @@ async fn run(
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     report: Arc<Mutex<Report>>,
 ) {
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; 65_536];
+    let Ok(udp) = quinn_udp::UdpSocketState::new((&sock).into()) else {
+        return;
+    };
     let mut c = Client {
         sock,
+        udp,
         addr,
         rtc,
         cfg,
@@ -535,19 +545,34 @@ async fn run(
                     return;
                 }
             },
-            r = c.sock.recv_from(&mut buf) => {
-                let Ok((n, source)) = r else { continue };
-                let Some(data) = buf.get(..n) else { continue };
-                if is_rtp(data) && should_drop(&c.cfg.drop_incoming, &mut c.in_count, &mut c.in_dropped) {
-                    c.report.lock().rtp_dropped += 1;
+            r = c.sock.readable() => {
+                if r.is_err() {
                     continue;
                 }
-                let Ok(contents) = data.try_into() else { continue };
-                let input = Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp, source, destination: c.addr, contents,
-                });
-                if c.rtc.handle_input(input).is_err() {
-                    return;
+                let mut meta = [quinn_udp::RecvMeta::default()];
+                let got = {
+                    let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+                    let (sock, udp) = (&c.sock, &c.udp);
+                    sock.try_io(tokio::io::Interest::READABLE, || udp.recv(sock.into(), &mut bufs, &mut meta))
+                };
+                let Ok(n) = got else { continue };
+                for m in meta.iter().take(n) {
+                    let Some(run) = buf.get(..m.len) else { continue };
+                    for data in run.chunks(m.stride.max(1)) {
+                        if is_rtp(data) && should_drop(&c.cfg.drop_incoming, &mut c.in_count, &mut c.in_dropped) {
+                            c.report.lock().rtp_dropped += 1;
+                            continue;
+                        }
+                        let Ok(contents) = data.try_into() else { continue };
+                        let input = Input::Receive(Instant::now(), Receive {
+                            proto: Protocol::Udp, source: m.addr, destination: c.addr, contents,
+                        });
+                        if c.rtc.handle_input(input).is_err() {
+                            return;
+                        }
+                        // str0m wants its output drained after every input.
+                        c.drain();
+                    }
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
