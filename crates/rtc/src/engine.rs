@@ -9,6 +9,11 @@
 //! no two peers are ever borrowed at once.
 
 use std::collections::{HashMap, VecDeque};
+
+/// The per-packet maps (peers by id, routes by source address): foldhash is
+/// several times cheaper than SipHash on these short keys and still seeded
+/// per process, so remote parties cannot aim collisions at it.
+type FastMap<K, V> = foldhash::HashMap<K, V>;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -209,8 +214,8 @@ pub(crate) struct Engine {
     directory: Arc<Directory>,
     events: broadcast::Sender<SfuEvent>,
     load: Arc<AtomicUsize>,
-    peers: HashMap<String, Peer>,
-    routes: HashMap<SocketAddr, String>,
+    peers: FastMap<String, Peer>,
+    routes: FastMap<SocketAddr, String>,
     actions: VecDeque<Action>,
     last_second: Instant,
 }
@@ -233,8 +238,8 @@ impl Engine {
             directory,
             events,
             load,
-            peers: HashMap::new(),
-            routes: HashMap::new(),
+            peers: FastMap::default(),
+            routes: FastMap::default(),
             actions: VecDeque::new(),
             last_second: Instant::now(),
         }
@@ -358,23 +363,28 @@ impl Engine {
     }
 
     fn timeouts(&mut self, now: Instant) {
-        let due: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.timeout <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            if let Some(peer) = self.peers.get_mut(&id)
-                && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
-            {
-                self.actions.push_back(Action::End {
+        // Split borrows instead of collecting the due ids: this runs on every
+        // wake-up and cloning each id was an allocation per peer per wake-up.
+        let Engine {
+            peers,
+            egress,
+            actions,
+            events,
+            directory,
+            ..
+        } = self;
+        for (id, peer) in peers.iter_mut() {
+            if peer.timeout > now {
+                continue;
+            }
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                actions.push_back(Action::End {
                     id: id.clone(),
                     failed: true,
                     reason: format!("media error: {e}"),
                 });
             }
-            self.drain(&id);
+            drain_peer(id, peer, egress, actions, events, directory);
         }
         self.run_actions(now);
     }
@@ -387,50 +397,14 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
-        loop {
-            if !peer.rtc.is_alive() {
-                peer.timeout = Instant::now();
-                self.actions.push_back(Action::End {
-                    id: id.to_string(),
-                    failed: true,
-                    reason: "peer connection closed".into(),
-                });
-                return;
-            }
-            let out = match peer.rtc.poll_output() {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::debug!(peer = %id, "poll failed: {e}");
-                    peer.rtc.disconnect();
-                    peer.timeout = Instant::now();
-                    self.actions.push_back(Action::End {
-                        id: id.to_string(),
-                        failed: true,
-                        reason: format!("media error: {e}"),
-                    });
-                    return;
-                }
-            };
-            match out {
-                Output::Timeout(t) => {
-                    peer.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => {
-                    self.egress.send(t.source, t.destination, &t.contents);
-                }
-                Output::Event(ev) => {
-                    handle_event(
-                        id,
-                        peer,
-                        ev,
-                        &mut self.actions,
-                        &self.events,
-                        &self.directory,
-                    );
-                }
-            }
-        }
+        drain_peer(
+            id,
+            peer,
+            &mut self.egress,
+            &mut self.actions,
+            &self.events,
+            &self.directory,
+        );
     }
 
     fn run_actions(&mut self, now: Instant) {
@@ -458,6 +432,9 @@ impl Engine {
     // ---- forwarding -------------------------------------------------------
 
     fn forward(&mut self, from: &str, data: &Frame, now: Instant) {
+        // Later than the caller's `now` when earlier frames took a while; str0m
+        // wants time that never goes backwards per peer.
+        let now = now.max(Instant::now());
         let subs = match self.peers.get_mut(from).map(|p| &mut p.role) {
             Some(Role::Publisher(p)) => std::mem::take(&mut p.subscribers),
             _ => return,
@@ -471,6 +448,16 @@ impl Engine {
             if let Some(k) = write_frame(peer, from, data) {
                 written += 1;
                 kind = k;
+                // str0m packetises written media on its next timeout. Doing that
+                // now sends the frame before the next subscriber's, instead of one
+                // more trip through the event loop and its timer scan for all.
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    self.actions.push_back(Action::End {
+                        id: sid.clone(),
+                        failed: true,
+                        reason: format!("media error: {e}"),
+                    });
+                }
                 self.drain(sid);
             }
         }
@@ -484,7 +471,6 @@ impl Engine {
             let added = std::mem::replace(&mut p.subscribers, subs);
             p.subscribers.extend(added);
         }
-        let _ = now;
     }
 
     /// Asks a publisher for a keyframe on one encoding, at most once per
@@ -945,13 +931,34 @@ impl Engine {
         self.run_actions(now);
     }
 
-    fn new_rtc(&self, now: Instant, codecs: CodecConfig, bwe: bool) -> Rtc {
+    /// `bwe`: a sending peer whose rate we choose (simulcast subscriptions)
+    /// runs send-side bandwidth estimation, which needs transport-wide
+    /// sequence numbers on every packet and the receiver's feedback on them.
+    /// Other subscriptions leave transport-cc out of the offer, as Galène
+    /// does: the receiver then reports REMB (from abs-send-time), which with
+    /// the loss reports is all a single-encoding stream's rate control uses,
+    /// and the per-packet registry and the receiver's feedback every ~100 ms
+    /// (a third of a subscriber's incoming packets) are not paid for.
+    fn new_rtc(&self, now: Instant, codecs: CodecConfig, bwe: bool, twcc: bool) -> Rtc {
         let mut cfg = RtcConfig::new()
             .set_ice_lite(true)
-            .set_stats_interval(Some(Duration::from_secs(1)));
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            // Datagrams of up to 1200 bytes, as Chrome sends them (str0m's
+            // default 1150 would cut a forwarded frame into more packets than
+            // the publisher sent); still below IPv6's minimum link MTU.
+            .set_mtu(1200..=str0m::DATAGRAM_MTU_WARN);
         *cfg.codec_config() = codecs;
         if bwe {
             cfg = cfg.enable_bwe(Some(Bitrate::kbps(3000)));
+        }
+        if !twcc {
+            let mut exts = str0m::rtp::ExtensionMap::empty();
+            for (id, ext) in str0m::rtp::ExtensionMap::standard().iter() {
+                if *ext != str0m::rtp::Extension::TransportSequenceNumber {
+                    exts.set(id, ext.clone());
+                }
+            }
+            cfg = cfg.set_extension_map(exts);
         }
         let mut rtc = cfg.build(now);
         for addr in &self.local_addrs {
@@ -995,7 +1002,7 @@ impl Engine {
     ) -> Result<String, Error> {
         let allowed = allowed_codecs(&self.config.codecs, &opts.codecs);
         let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| Error::Sdp(e.to_string()))?;
-        let mut rtc = self.new_rtc(now, publish_codecs(&allowed), false);
+        let mut rtc = self.new_rtc(now, publish_codecs(&allowed), false, true);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -1105,7 +1112,12 @@ impl Engine {
         let simulcast = tracks
             .iter()
             .any(|t| t.kind == Kind::Video && t.rids.len() > 1);
-        let mut rtc = self.new_rtc(now, CodecConfig::new_from_payload_params(params), simulcast);
+        let mut rtc = self.new_rtc(
+            now,
+            CodecConfig::new_from_payload_params(params),
+            simulcast,
+            simulcast,
+        );
         let mut pending_offer = None;
         let sdp = match offer_sdp {
             Some(offer) => {
@@ -1515,6 +1527,55 @@ async fn read_socket(
             }
             // ICMP errors from earlier sends surface here on Linux; not fatal.
             Err(e) => tracing::trace!("udp receive: {e}"),
+        }
+    }
+}
+
+/// Drains one peer's output until str0m hands back a timeout, sending
+/// datagrams and turning events into state changes or queued actions.
+fn drain_peer(
+    id: &str,
+    peer: &mut Peer,
+    egress: &mut Egress,
+    actions: &mut VecDeque<Action>,
+    events: &broadcast::Sender<SfuEvent>,
+    directory: &Directory,
+) {
+    loop {
+        if !peer.rtc.is_alive() {
+            peer.timeout = Instant::now();
+            actions.push_back(Action::End {
+                id: id.to_string(),
+                failed: true,
+                reason: "peer connection closed".into(),
+            });
+            return;
+        }
+        let out = match peer.rtc.poll_output() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(peer = %id, "poll failed: {e}");
+                peer.rtc.disconnect();
+                peer.timeout = Instant::now();
+                actions.push_back(Action::End {
+                    id: id.to_string(),
+                    failed: true,
+                    reason: format!("media error: {e}"),
+                });
+                return;
+            }
+        };
+        match out {
+            Output::Timeout(t) => {
+                peer.timeout = t;
+                return;
+            }
+            Output::Transmit(t) => {
+                egress.send(t.source, t.destination, &t.contents);
+            }
+            Output::Event(ev) => {
+                handle_event(id, peer, ev, actions, events, directory);
+            }
         }
     }
 }
