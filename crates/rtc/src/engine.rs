@@ -946,7 +946,12 @@ impl Engine {
             // Datagrams of up to 1200 bytes, as Chrome sends them (str0m's
             // default 1150 would cut a forwarded frame into more packets than
             // the publisher sent); still below IPv6's minimum link MTU.
-            .set_mtu(1200..=str0m::DATAGRAM_MTU_WARN);
+            .set_mtu(1200..=str0m::DATAGRAM_MTU_WARN)
+            // Sent video kept for retransmission: ~3 s at 1.5 Mbit/s, more than
+            // a NACK needs at any usable round-trip time and still larger than
+            // a big keyframe. str0m's default (1000) held ~1.2 MB per video
+            // down track and was still filling, page by page, minutes in.
+            .set_send_buffer_video(512);
         *cfg.codec_config() = codecs;
         if bwe {
             cfg = cfg.enable_bwe(Some(Bitrate::kbps(3000)));
