@@ -113,6 +113,9 @@ enum Scenario {
         /// Measurement window per size, seconds (default 5, --quick 3).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Do not pin the SFU worker and the test peers to separate CPUs.
+        #[arg(long)]
+        shared_cpus: bool,
     },
     /// One 5 Mbit/s service to N HeliosTv data channels.
     HeliostvFanout {
@@ -243,11 +246,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             fan_out,
             rooms,
             seconds,
+            shared_cpus,
         } => {
             let opts = scenario::sfu::SfuOptions {
                 fan_out: pick(fan_out, &[10, 50, 100, 200], &[10]),
                 rooms: pick(rooms, &[5, 10, 25], &[2]),
                 seconds: secs(seconds, 5, 3),
+                shared_cpus,
             };
             scenario::sfu::run(&opts, command)?
         }

@@ -13,6 +13,8 @@ pub struct SfuOptions {
     pub fan_out: Vec<usize>,
     pub rooms: Vec<usize>,
     pub seconds: u64,
+    /// Let the SFU workers and the test peers share every CPU (no pinning).
+    pub shared_cpus: bool,
 }
 
 /// Video down-tracks one core of SFU workers would carry at this run's cost
@@ -28,11 +30,35 @@ fn video_tracks_per_core(r: &LoadReport) -> f64 {
 }
 
 pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
+    // With two or more CPUs the SFU gets the last one to itself (one worker)
+    // and the load generator (every test peer, this thread) the others, so
+    // the workers' CPU time and delay are not the test peers' contention.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (sfu_cpus, harness_cpus): (Vec<usize>, Vec<usize>) = if cpus >= 2 && !opts.shared_cpus {
+        (vec![cpus - 1], (0..cpus - 1).collect())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let pin = harness_cpus.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || {
+            if !pin.is_empty() {
+                rtc::loadtest::pin_current_thread(&pin);
+            }
+        })
         .build()?;
+    if !harness_cpus.is_empty() {
+        rtc::loadtest::pin_current_thread(&harness_cpus);
+    }
     let cfg = LoadConfig {
         duration: Duration::from_secs(opts.seconds),
+        workers: if sfu_cpus.is_empty() {
+            0
+        } else {
+            sfu_cpus.len()
+        },
+        sfu_cpus: sfu_cpus.clone(),
         ..LoadConfig::default()
     };
     let mut table = Table::new(&[
@@ -41,8 +67,10 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
         "video down-tracks",
         "failed set-ups",
         "video loss %",
-        "delay p50 (ms)",
-        "delay p99 (ms)",
+        "in SFU p50 (ms)",
+        "in SFU p99 (ms)",
+        "end to end p50 (ms)",
+        "end to end p99 (ms)",
         "SFU CPU % of a core",
         "CPU µs per down-track·s",
         "video down-tracks per core",
@@ -54,7 +82,6 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
     let mut room_delay = Vec::new();
     let mut best: Vec<String> = Vec::new();
     let mut capacity_ok = false;
-    let mut p99_ok = true;
     let mut any = false;
     let jobs: Vec<(&str, usize)> = opts
         .fan_out
@@ -83,7 +110,7 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
                     "-".into(),
                     format!("error: {e}"),
                 ];
-                row.resize(13, "-".into());
+                row.resize(15, "-".into());
                 table.push(row);
                 continue;
             }
@@ -103,6 +130,8 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
             video.to_string(),
             r.failed_setups.to_string(),
             format!("{:.3}", r.video_loss * 100.0),
+            format!("{:.2}", r.sfu_delay_p50_ms),
+            format!("{:.2}", r.sfu_delay_p99_ms),
             format!("{:.2}", r.delay_p50_ms),
             format!("{:.2}", r.delay_p99_ms),
             format!("{:.1}", r.sfu_cpu_seconds / r.seconds.max(1e-9) * 100.0),
@@ -116,8 +145,9 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
         let slot = if kind == "fan-out" { 0 } else { 1 };
         if good {
             largest[slot] = Some(largest[slot].map_or(n, |m: usize| m.max(n)));
-            capacity_ok |= per_core >= 500.0;
-            p99_ok &= r.delay_p99_ms < 5.0;
+            // The target is one core carrying 500 video down-tracks with a
+            // p99 under 5 ms: both in the same run.
+            capacity_ok |= per_core >= 500.0 && r.sfu_delay_p99_ms < 5.0;
         }
         // Overloaded runs (loss, failed set-ups) say nothing about capacity.
         if good {
@@ -134,9 +164,17 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
         largest[1].map_or("none".into(), |n| n.to_string())
     ));
     best.push(format!(
-        "each publisher sends {:.1} Mbit/s video at {} fps plus Opus; SFU CPU is the `rtc-worker-*` threads only; delay is sender clock to receiver clock in one process; memory per peer is RSS growth over every str0m instance (SFU and test-peer sides), so it over-states the SFU's share; the test peers share the machine's cores with the SFU",
+        "each publisher sends {:.1} Mbit/s video at {} fps plus Opus; SFU CPU is the `rtc-worker-*` threads only (scheduler run time); \"in SFU\" delay is from the arrival of a video frame's last packet to the send of its packets to each subscriber (the forwarding delay proper, measured by the SFU); \"end to end\" is the publishing test peer's clock to the receiving test peer's depacketised frame, so it adds both test peers' work and their wait for a CPU; memory per peer is RSS growth over every str0m instance (SFU and test-peer sides), so it over-states the SFU's share; {}",
         cfg.video_bitrate as f64 / 1e6,
-        cfg.fps
+        cfg.fps,
+        if sfu_cpus.is_empty() {
+            "the test peers share the machine's cores with the SFU".to_string()
+        } else {
+            format!(
+                "one SFU worker pinned to CPU {:?}, the test peers and the harness pinned to CPUs {:?}",
+                sfu_cpus, harness_cpus
+            )
+        }
     ));
     best.push("Janus comparison: not done. Debian's `janus` 1.1.2 is installable, but a comparison needs a VideoRoom load client (Janus's own HTTP/WebSocket signalling driving the same str0m peers), which is not trivial".into());
     let mut series = vec![Series::new("fan-out", fan_delay)];
@@ -160,7 +198,7 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
         target: "≥ 500 video down-tracks per core, p99 forwarding delay < 5 ms (at < 1 % loss)"
             .into(),
         verdict: if any {
-            Verdict::from_bool(capacity_ok && p99_ok)
+            Verdict::from_bool(capacity_ok)
         } else {
             Verdict::NotMeasured
         },

@@ -459,6 +459,11 @@ impl Engine {
                     });
                 }
                 self.drain(sid);
+                if k == Kind::Video {
+                    self.directory
+                        .forward_delay
+                        .record(Instant::now().saturating_duration_since(data.network_time));
+                }
             }
         }
         if written > 0 {

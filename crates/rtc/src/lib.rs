@@ -84,8 +84,10 @@ mod forward;
 mod ids;
 mod worker;
 
+mod delay;
 #[cfg(feature = "loadtest")]
 pub mod loadtest;
+pub use delay::DelaySnapshot;
 
 pub mod testpeer;
 
@@ -463,6 +465,13 @@ impl Sfu {
                 local_addrs,
             }),
         })
+    }
+
+    /// How long forwarded video frames spent in the SFU, from the arrival of a
+    /// frame's last packet to the send of its packets to each subscriber,
+    /// counted since start; subtract two snapshots for a window.
+    pub fn forward_delays(&self) -> DelaySnapshot {
+        self.inner.directory.forward_delay.snapshot()
     }
 
     /// The bound UDP addresses (host candidates), e.g. for tests and logs.

@@ -32,6 +32,11 @@ pub struct LoadConfig {
     pub workers: usize,
     /// Connection set-up limit.
     pub setup_timeout: Duration,
+    /// CPUs for the SFU's worker threads (empty: no pinning). The caller
+    /// pins its own threads (the test peers) to the other CPUs, so that the
+    /// load generator does not steal the workers' core and the workers'
+    /// CPU time is theirs alone.
+    pub sfu_cpus: Vec<usize>,
 }
 
 impl Default for LoadConfig {
@@ -42,6 +47,7 @@ impl Default for LoadConfig {
             fps: 30,
             workers: 0,
             setup_timeout: Duration::from_secs(30),
+            sfu_cpus: Vec::new(),
         }
     }
 }
@@ -60,8 +66,14 @@ pub struct LoadReport {
     pub audio_frames_received: u64,
     /// Video frames missing at receivers / frames expected.
     pub video_loss: f64,
+    /// End to end: publisher's send to receiver's depacketised frame, both
+    /// test peers' work and scheduling included.
     pub delay_p50_ms: f64,
     pub delay_p99_ms: f64,
+    /// Inside the SFU: a frame's last packet in to its packets out, per
+    /// subscriber ([`Sfu::forward_delays`]).
+    pub sfu_delay_p50_ms: f64,
+    pub sfu_delay_p99_ms: f64,
     /// SFU worker CPU seconds over the measurement window.
     pub sfu_cpu_seconds: f64,
     /// SFU CPU microseconds per forwarded down-track per second of media.
@@ -87,6 +99,7 @@ pub async fn fan_out(subscribers: usize, cfg: &LoadConfig) -> Result<LoadReport,
     let failed = wait_connected(&receivers, cfg.setup_timeout).await;
     let peers = 2 * (1 + subscribers);
     let r = measure(
+        &sfu,
         "fan-out",
         &[publisher.0],
         &receivers,
@@ -128,6 +141,7 @@ pub async fn rooms(count: usize, cfg: &LoadConfig) -> Result<LoadReport, Error> 
     let peers = 2 * (publishers.len() + receivers.len());
     let down = 2 * receivers.len();
     let r = measure(
+        &sfu,
         "rooms-of-4",
         &publishers,
         &receivers,
@@ -149,7 +163,52 @@ fn start(cfg: &LoadConfig, stop: &CancellationToken) -> Result<Sfu, Error> {
         host_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
         ..Config::default()
     };
-    Sfu::start(config, stop.clone())
+    let sfu = Sfu::start(config, stop.clone())?;
+    if !cfg.sfu_cpus.is_empty() {
+        pin_workers(&cfg.sfu_cpus);
+    }
+    Ok(sfu)
+}
+
+/// Restricts the calling thread to `cpus` (Linux; ignored elsewhere or when
+/// the CPUs do not exist). For the harness's own threads.
+pub fn pin_current_thread(cpus: &[usize]) {
+    pin(nix::unistd::Pid::from_raw(0), cpus);
+}
+
+fn pin(tid: nix::unistd::Pid, cpus: &[usize]) {
+    let mut set = nix::sched::CpuSet::new();
+    for c in cpus {
+        if set.set(*c).is_err() {
+            return;
+        }
+    }
+    if let Err(e) = nix::sched::sched_setaffinity(tid, &set) {
+        tracing::warn!("cannot pin thread {tid} to CPUs {cpus:?}: {e}");
+    }
+}
+
+/// Pins every `rtc-worker-*` thread of this process to `cpus`.
+fn pin_workers(cpus: &[usize]) {
+    for (tid, comm) in threads() {
+        if comm.starts_with("rtc-worker-") {
+            pin(nix::unistd::Pid::from_raw(tid), cpus);
+        }
+    }
+}
+
+/// (thread id, name) of this process's threads (Linux; none elsewhere).
+fn threads() -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            Some((tid, comm.trim().to_string()))
+        })
+        .collect()
 }
 
 fn peer_config(cfg: &LoadConfig) -> TestPeerConfig {
@@ -228,6 +287,7 @@ async fn wait_connected(receivers: &[TestPeer], limit: Duration) -> usize {
 
 #[allow(clippy::too_many_arguments)]
 async fn measure(
+    sfu: &Sfu,
     scenario: &str,
     publishers: &[TestPeer],
     receivers: &[TestPeer],
@@ -240,10 +300,17 @@ async fn measure(
     let sent0: u64 = publishers.iter().map(|p| p.report().frames_sent).sum();
     let before: Vec<Report> = receivers.iter().map(|r| r.report()).collect();
     let cpu0 = worker_cpu_seconds();
+    let inside0 = sfu.forward_delays();
     let t0 = Instant::now();
     tokio::time::sleep(cfg.duration).await;
     let secs = t0.elapsed().as_secs_f64();
     let cpu = worker_cpu_seconds() - cpu0;
+    let inside = sfu.forward_delays().since(&inside0);
+    let inside_ms = |q: f64| {
+        inside
+            .percentile(q)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     let sent1: u64 = publishers.iter().map(|p| p.report().frames_sent).sum();
     let after: Vec<Report> = receivers.iter().map(|r| r.report()).collect();
     let rss_after = rss_bytes();
@@ -285,6 +352,8 @@ async fn measure(
         },
         delay_p50_ms: pct(0.5),
         delay_p99_ms: pct(0.99),
+        sfu_delay_p50_ms: inside_ms(0.5),
+        sfu_delay_p99_ms: inside_ms(0.99),
         sfu_cpu_seconds: cpu,
         cpu_us_per_down_track_second: if down_tracks == 0 || secs <= 0.0 {
             0.0
@@ -310,28 +379,25 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// CPU seconds used so far by the SFU's worker threads (Linux; 0 elsewhere).
-/// Clock ticks are taken as 100 per second, the Linux USER_HZ on every
-/// mainstream architecture.
+/// CPU seconds used so far by the SFU's worker threads (Linux; 0 elsewhere),
+/// from the scheduler's nanosecond run-time account (`schedstat`), not the
+/// 10 ms ticks of `stat`: a worker at 20 % of a core over 5 s is only 100
+/// ticks.
 fn worker_cpu_seconds() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let mut ticks = 0u64;
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+    let mut ns = 0u64;
+    for (tid, comm) in threads() {
         if !comm.starts_with("rtc-worker-") {
             continue;
         }
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        ticks += get(11) + get(12);
+        let stat =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     }
-    ticks as f64 / 100.0
+    ns as f64 / 1e9
 }
 
 #[cfg(test)]

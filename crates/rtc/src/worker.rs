@@ -88,6 +88,8 @@ pub(crate) enum Command {
 /// per-peer statistics.
 #[derive(Default)]
 pub(crate) struct Directory {
+    /// Every worker's forwarding delays (video frames, per subscriber).
+    pub(crate) forward_delay: crate::delay::DelayHistogram,
     streams: RwLock<HashMap<String, Vec<StreamInfo>>>,
     stats: RwLock<HashMap<String, PeerStats>>,
     placement: RwLock<Placement>,
