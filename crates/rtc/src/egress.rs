@@ -6,6 +6,12 @@
 //! one trip through the socket layer instead of one per packet, which is most
 //! of what a down track costs once str0m has encrypted the packets. Anything
 //! the kernel refuses falls back to one `send_to` per packet, for good.
+//!
+//! What is left are lone datagrams: an audio frame is one packet per
+//! subscriber, so forwarding it is a datagram to each of N addresses. Those
+//! are collected and leave together with `sendmmsg`, up to 32 per system
+//! call. A GSO run or the end of the worker's turn sends the collected ones
+//! first, so datagrams to one address never overtake each other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +21,8 @@ use tokio::net::UdpSocket;
 /// Linux caps a GSO send at 64 segments and one IP datagram's worth of bytes.
 const MAX_SEGMENTS: usize = 64;
 const MAX_BYTES: usize = 60_000;
+/// Lone datagrams per `sendmmsg`.
+const MAX_SINGLES: usize = 32;
 
 pub(crate) struct Egress {
     sockets: Vec<Arc<UdpSocket>>,
@@ -27,6 +35,12 @@ pub(crate) struct Egress {
     /// A shorter packet ended the run (only the last segment may be short).
     closed: bool,
     gso: bool,
+    /// Lone datagrams waiting for one `sendmmsg`: socket index, then
+    /// destination and end offset in `singles_buf` of each.
+    singles_socket: usize,
+    singles: Vec<(SocketAddr, usize)>,
+    singles_buf: Vec<u8>,
+    mmsg: bool,
 }
 
 impl Egress {
@@ -39,6 +53,10 @@ impl Egress {
             count: 0,
             closed: false,
             gso: cfg!(all(target_os = "linux", target_pointer_width = "64")),
+            singles_socket: 0,
+            singles: Vec::with_capacity(MAX_SINGLES),
+            singles_buf: Vec::with_capacity(MAX_SINGLES * 1500),
+            mmsg: cfg!(target_os = "linux"),
         }
     }
 
@@ -68,7 +86,7 @@ impl Egress {
             None => false,
         };
         if !joins {
-            self.flush();
+            self.end_run();
             self.run = Some((sock, destination, len));
         }
         if let Some((_, _, seg)) = self.run
@@ -82,6 +100,13 @@ impl Egress {
 
     /// Sends what is queued.
     pub(crate) fn flush(&mut self) {
+        self.end_run();
+        self.send_singles();
+    }
+
+    /// Sends the run being collected (a lone datagram joins the `sendmmsg`
+    /// batch instead).
+    fn end_run(&mut self) {
         let Some((sock, destination, seg)) = self.run.take() else {
             return;
         };
@@ -89,6 +114,8 @@ impl Egress {
         self.closed = false;
         let buf = std::mem::take(&mut self.buf);
         if count > 1 && self.gso {
+            // Whatever was queued before this run leaves before it.
+            self.send_singles();
             match self.send_gso(sock, destination, seg, &buf) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -102,11 +129,98 @@ impl Egress {
                     }
                 }
             }
+        } else if self.mmsg {
+            if !self.singles.is_empty()
+                && (self.singles_socket != sock || self.singles.len() >= MAX_SINGLES)
+            {
+                self.send_singles();
+            }
+            self.singles_socket = sock;
+            self.singles_buf.extend_from_slice(&buf);
+            self.singles.push((destination, self.singles_buf.len()));
         } else {
             self.send_one(sock, destination, &buf);
         }
         self.buf = buf;
         self.buf.clear();
+    }
+
+    /// Sends the collected lone datagrams, with one `sendmmsg` where it works.
+    fn send_singles(&mut self) {
+        if self.singles.is_empty() {
+            return;
+        }
+        let singles = std::mem::take(&mut self.singles);
+        let buf = std::mem::take(&mut self.singles_buf);
+        let sock = self.singles_socket;
+        let sent = if singles.len() > 1 {
+            match self.send_mmsg(sock, &singles, &buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(e) => {
+                    tracing::info!("sendmmsg unusable ({e}); sending one by one");
+                    self.mmsg = false;
+                    0
+                }
+            }
+        } else {
+            0
+        };
+        // What sendmmsg did not take (none, a full buffer, or a refusal) gets
+        // one try each, as lone sends always had.
+        let mut start = singles.get(sent.wrapping_sub(1)).map_or(0, |(_, end)| *end);
+        for (destination, end) in singles.iter().skip(sent) {
+            if let Some(d) = buf.get(start..*end) {
+                self.send_one(sock, *destination, d);
+            }
+            start = *end;
+        }
+        self.singles = singles;
+        self.singles.clear();
+        self.singles_buf = buf;
+        self.singles_buf.clear();
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_mmsg(
+        &self,
+        sock: usize,
+        singles: &[(SocketAddr, usize)],
+        buf: &[u8],
+    ) -> std::io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+        use std::os::fd::AsRawFd;
+        let s = self
+            .sockets
+            .get(sock)
+            .ok_or_else(|| std::io::Error::other("no socket"))?;
+        let mut slices = Vec::with_capacity(singles.len());
+        let mut addrs = Vec::with_capacity(singles.len());
+        let mut start = 0;
+        for (destination, end) in singles {
+            let d = buf.get(start..*end).unwrap_or_default();
+            slices.push([std::io::IoSlice::new(d)]);
+            addrs.push(Some(SockaddrStorage::from(*destination)));
+            start = *end;
+        }
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(singles.len(), None);
+        s.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmmsg(
+                s.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &addrs,
+                [],
+                MsgFlags::empty(),
+            )
+            .map(|r| r.count())
+            .map_err(std::io::Error::from)
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_mmsg(&self, _: usize, _: &[(SocketAddr, usize)], _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("not supported here"))
     }
 
     fn socket_for(&self, source: SocketAddr, destination: SocketAddr) -> Option<usize> {
@@ -261,5 +375,36 @@ mod tests {
         }
         out.flush();
         assert_eq!(datagrams(&r, sent.len()), sent);
+    }
+
+    /// Lone datagrams to many addresses (an audio frame to every subscriber)
+    /// leave batched, more than one `sendmmsg` holds; a frame's run to one of
+    /// them in between does not overtake that address's earlier datagram.
+    #[tokio::test]
+    async fn lone_datagrams_to_many_addresses_all_arrive_in_order() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.writable().await.unwrap();
+        let local = sock.local_addr().unwrap();
+        let mut out = Egress::new(vec![Arc::new(sock)], vec![local]);
+        let receivers: Vec<_> = (0..40).map(|_| receiver()).collect();
+        for round in 0..2u8 {
+            for (i, (_, a)) in receivers.iter().enumerate() {
+                out.send(local, *a, &[round, i as u8, 0xaa]);
+                if i == 7 && round == 0 {
+                    out.send(local, *a, &[9; 1100]);
+                    out.send(local, *a, &[9; 1100]);
+                }
+            }
+        }
+        out.flush();
+        for (i, (r, _)) in receivers.iter().enumerate() {
+            let mut want = vec![vec![0, i as u8, 0xaa]];
+            if i == 7 {
+                want.push(vec![9; 1100]);
+                want.push(vec![9; 1100]);
+            }
+            want.push(vec![1, i as u8, 0xaa]);
+            assert_eq!(datagrams(r, want.len()), want, "receiver {i}");
+        }
     }
 }
