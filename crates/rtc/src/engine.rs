@@ -31,7 +31,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::Egress;
-use crate::forward::{KeyframeLimiter, LossControl, Timeline, choose_encoding};
+use crate::forward::{KeyframeLimiter, LossControl, Timeline, choose_encoding, upstream_remb};
 use crate::worker::{Command, Directory};
 use crate::{
     Config, Error, Kind, Layer, ParticipantRef, PeerEvent, PeerStats, PublishOptions, SfuEvent,
@@ -788,6 +788,9 @@ impl Engine {
             }
         }
         let mut switches = Vec::new();
+        // Allowances of the receivers of each publisher encoding
+        // (publisher, mid, encoding index), for the upstream REMB.
+        let mut receivers: HashMap<(String, Mid, usize), Vec<Option<u64>>> = HashMap::new();
         for (id, peer) in &mut self.peers {
             let role = match &peer.role {
                 Role::Publisher(_) => "publication",
@@ -808,8 +811,8 @@ impl Engine {
                 metrics::gauge!("switchyard_rtc_peer_rtt_seconds", &labels)
                     .set(f64::from(rtt) / 1000.0);
             }
+            // Publications' statistics are published below, with their REMB.
             let Role::Subscriber(s) = &mut peer.role else {
-                self.directory.put_stats(id, peer.stats.clone());
                 continue;
             };
             let mut layer_name = None;
@@ -826,6 +829,18 @@ impl Engine {
                 .unwrap_or(peer.stats.bitrate_out);
             s.loss.second(peer.stats.loss, sending);
             let allowance = s.allowance();
+            for t in s
+                .tracks
+                .iter()
+                .filter(|t| t.kind == Kind::Video && !t.paused)
+            {
+                if let Some(e) = t.current {
+                    receivers
+                        .entry((t.source.clone(), t.source_mid, e))
+                        .or_default()
+                        .push(allowance);
+                }
+            }
             for t in &mut s.tracks {
                 if t.kind != Kind::Video {
                     continue;
@@ -854,6 +869,15 @@ impl Engine {
                     .set_bitrate(Bitrate::kbps(100), Bitrate::bps(want));
             }
             self.directory.put_stats(id, peer.stats.clone());
+        }
+        for (id, peer) in &mut self.peers {
+            let Peer {
+                role, rtc, stats, ..
+            } = peer;
+            if let Role::Publisher(p) = role {
+                stats.upstream_remb = send_upstream_remb(id, rtc, p, &receivers);
+                self.directory.put_stats(id, stats.clone());
+            }
         }
         for (source, mid, rid) in switches {
             self.keyframe(&source, mid, rid, now, false);
@@ -1604,6 +1628,41 @@ async fn read_socket_one_by_one(
             Err(e) => tracing::trace!("udp receive: {e}"),
         }
     }
+}
+
+/// Sends a publisher the REMB its receivers call for (Galène's rule, see
+/// [`upstream_remb`]), once a second, if it negotiated `goog-remb`. libwebrtc
+/// takes a REMB's value as the cap for the whole connection, so one message
+/// carries the total, on the first video stream. Returns what was sent.
+fn send_upstream_remb(
+    id: &str,
+    rtc: &mut Rtc,
+    p: &Publisher,
+    receivers: &HashMap<(String, Mid, usize), Vec<Option<u64>>>,
+) -> Option<u64> {
+    let video: Vec<&UpTrack> = p.tracks.iter().filter(|t| t.kind == Kind::Video).collect();
+    let first = video.first()?;
+    if !video
+        .iter()
+        .any(|t| t.params.as_ref().is_some_and(|params| params.fb_remb()))
+    {
+        return None;
+    }
+    let audio = p.tracks.iter().filter(|t| t.kind == Kind::Audio).count();
+    let none: Vec<Option<u64>> = Vec::new();
+    let mut encodings: Vec<(Option<&str>, &[Option<u64>])> = Vec::new();
+    for t in &video {
+        for e in 0..t.rids.len().max(1) {
+            let got = receivers.get(&(id.to_string(), t.mid, e)).unwrap_or(&none);
+            encodings.push((t.rids.get(e).map(String::as_str), got.as_slice()));
+        }
+    }
+    let bps = upstream_remb(audio, encodings);
+    let rid = first.rids.first().map(|r| Rid::from(r.as_str()));
+    let mut api = rtc.direct_api();
+    let rx = api.stream_rx_by_mid(first.mid, rid)?;
+    rx.request_remb(Bitrate::bps(bps));
+    Some(bps)
 }
 
 /// Drains one peer's output until str0m hands back a timeout, sending

@@ -320,3 +320,63 @@ mod tests {
         assert_eq!(t.map(903_000, 3000), 10_000);
     }
 }
+
+/// Upstream REMB toward a publisher, as Galène computes it (reference §23.4):
+/// 100 kbit/s per audio track and per rid-`l` encoding; for every other
+/// video encoding the smallest allowance among the receivers it is being
+/// forwarded to, floored at 200 kbit/s (no temporal or spatial layers are
+/// selected inside a track here, so the base-layer doubling does not apply);
+/// the total capped at 1 Gbit/s. An encoding nobody receives, or whose
+/// receivers state no limit, sets no limit either: the publisher then follows
+/// its own estimate, which is what a REMB of the cap says.
+pub(crate) fn upstream_remb<'a>(
+    audio_tracks: usize,
+    video_encodings: impl IntoIterator<Item = (Option<&'a str>, &'a [Option<u64>])>,
+) -> u64 {
+    const PER_AUDIO: u64 = 100_000;
+    const PER_LOW: u64 = 100_000;
+    const FLOOR: u64 = 200_000;
+    const CAP: u64 = 1_000_000_000;
+    let mut total = PER_AUDIO.saturating_mul(audio_tracks as u64);
+    for (rid, receivers) in video_encodings {
+        let part = if rid == Some("l") {
+            PER_LOW
+        } else {
+            // A receiver without a known allowance takes whatever comes.
+            match receivers.iter().map(|a| a.unwrap_or(CAP)).min() {
+                Some(least) => least.max(FLOOR),
+                None => CAP,
+            }
+        };
+        total = total.saturating_add(part);
+    }
+    total.min(CAP)
+}
+
+#[cfg(test)]
+mod remb_tests {
+    use super::upstream_remb;
+
+    #[test]
+    fn smallest_receiver_allowance_plus_audio() {
+        let r = [Some(300_000), Some(2_000_000)];
+        assert_eq!(upstream_remb(1, [(None, &r[..])]), 400_000);
+    }
+
+    #[test]
+    fn allowances_are_floored_at_200k_and_low_encodings_count_100k() {
+        let high = [Some(50_000)];
+        let low = [Some(50_000)];
+        assert_eq!(
+            upstream_remb(1, [(Some("h"), &high[..]), (Some("l"), &low[..])]),
+            100_000 + 200_000 + 100_000
+        );
+    }
+
+    #[test]
+    fn unwatched_or_unlimited_encodings_set_no_limit() {
+        assert_eq!(upstream_remb(1, [(None, &[][..])]), 1_000_000_000);
+        assert_eq!(upstream_remb(0, [(None, &[None][..])]), 1_000_000_000);
+        assert_eq!(upstream_remb(2, std::iter::empty()), 200_000);
+    }
+}

@@ -62,9 +62,21 @@
 //! (TWCC, or REMB) falls below the high layer's rate and up again with 25 %
 //! headroom. A subscriber's REMB (its own statement of what it can take) caps
 //! [`Layer::High`] the same way, as Galène's receiver allowance does; str0m's
-//! TWCC estimate drives only `Auto`. Bandwidth estimation is switched on only for subscriptions to a
-//! simulcast stream: str0m paces sending to its estimate, which adds delay and
-//! buys nothing when there is no lower encoding to fall back to.
+//! TWCC estimate drives only `Auto`. Bandwidth estimation (and transport-cc
+//! itself) is switched on only for subscriptions to a simulcast stream: str0m
+//! paces sending to its estimate, which adds delay and buys nothing when there
+//! is no lower encoding to fall back to; other subscriptions are rate
+//! controlled as in Galène, by the receiver's REMB and its loss reports.
+//!
+//! # Upstream REMB
+//!
+//! Once a second every publication that negotiated `goog-remb` is sent one
+//! REMB with what its receivers can take (Galène's rule, reference §23.4):
+//! 100 kbit/s per audio track and per rid-`l` encoding, for every other video
+//! encoding the smallest allowance among the subscribers it is forwarded to
+//! (floored at 200 kbit/s), no limit for an encoding nobody receives, the
+//! total capped at 1 Gbit/s. A camera with one slow viewer thus sends what
+//! that viewer can decode instead of losing most of it on the way.
 //!
 //! # Keyframes
 //!
@@ -381,6 +393,9 @@ pub struct PeerStats {
     pub keyframe_requests: u64,
     /// The rid being forwarded (subscriptions with simulcast).
     pub layer: Option<String>,
+    /// The REMB last sent to the peer (publications that negotiated
+    /// `goog-remb`), bits per second: what its receivers can take.
+    pub upstream_remb: Option<u64>,
 }
 
 /// One encoded frame handed to a recording tap: a whole frame as the publisher

@@ -113,6 +113,8 @@ pub struct Report {
     pub bytes_received: u64,
     /// Forwarding delays (send to receive) in microseconds, at most 200 000 kept.
     pub delays_us: Vec<u64>,
+    /// The last REMB the far end sent this peer (a publisher hears the SFU's).
+    pub remb_received: Option<u64>,
 }
 
 enum Ctl {
@@ -398,6 +400,12 @@ impl Client {
                         Event::KeyframeRequest(req) => {
                             r.keyframe_requests_received += 1;
                             self.keyframe_asked.push(req.rid);
+                        }
+                        Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb {
+                            estimate,
+                            ..
+                        }) => {
+                            r.remb_received = Some(estimate.as_u64());
                         }
                         Event::MediaIngressStats(s) => r.nacks = r.nacks.max(s.nacks),
                         Event::MediaEgressStats(s) => r.nacks = r.nacks.max(s.nacks),

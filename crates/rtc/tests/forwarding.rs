@@ -802,3 +802,73 @@ async fn downstream_loss_over_ten_percent_moves_to_the_low_layer_and_back() {
     receiver.set_incoming_loss(Loss::default());
     assert_switched(&receiver, &publisher, 0, "loss gone").await;
 }
+
+/// Waits (bounded) for the publisher to be sent a REMB within `range` (REMB
+/// carries an 18-bit mantissa, so large values arrive rounded down).
+async fn remb_heard(publisher: &TestPeer, range: std::ops::RangeInclusive<u64>) -> bool {
+    publisher
+        .wait_for(Duration::from_secs(5), |r| {
+            r.remb_received.is_some_and(|b| range.contains(&b))
+        })
+        .await
+}
+
+/// Galène's upstream REMB (reference §23.4): once a second the publisher is
+/// told what its receivers can take, 100 kbit/s for the audio plus the
+/// smallest receiver allowance for the video; nobody watching sets no limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_are_sent_a_remb_of_what_their_receivers_can_take() {
+    let (sfu, _stop) = sfu();
+    let (publisher, publication) = publish(&sfu, "room", light()).await;
+    assert!(
+        remb_heard(&publisher, 999_000_000..=1_000_000_000).await,
+        "unwatched: {:?}",
+        publisher.report().remb_received
+    );
+    let opts = SubscribeOptions {
+        audio_from: Some(publication.id.clone()),
+        video_from: Some(publication.id.clone()),
+        layer: Layer::High,
+        ..Default::default()
+    };
+    let sub = sfu.subscribe("room", who("bob"), opts).await.unwrap();
+    let (receiver, answer) = TestPeer::receiver_answering(&sub.sdp, light())
+        .await
+        .unwrap();
+    sfu.remote_answer(&sub.id, answer).await.unwrap();
+    assert!(receiver.wait_for(LIMIT, |r| r.video_frames > 5).await);
+    receiver.send_remb(300_000).await.unwrap();
+    assert!(
+        remb_heard(&publisher, 399_000..=400_000).await,
+        "receiver at 300 kbit/s: {:?}",
+        publisher.report().remb_received
+    );
+    // The receiver's statement lifts the cap; the loss-based allowance
+    // (starting at 512 kbit/s) bounds it now.
+    receiver.send_remb(2_000_000).await.unwrap();
+    assert!(
+        remb_heard(&publisher, 500_000..=2_100_000).await,
+        "receiver at 2 Mbit/s: {:?}",
+        publisher.report().remb_received
+    );
+    let stats = sfu.stats(&publication.id).expect("publication statistics");
+    assert!(
+        stats.upstream_remb.is_some_and(|b| b >= 500_000),
+        "{stats:?}"
+    );
+}
+
+/// A simulcast publisher's `l` encoding counts a fixed 100 kbit/s, whoever
+/// watches it; the `h` encoding the smallest allowance among its receivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_low_simulcast_encoding_counts_100_kbits_in_the_upstream_remb() {
+    let (sfu, _stop) = sfu();
+    let (publisher, receiver, _sub) = galene_video_subscription(&sfu).await;
+    receiver.send_remb(800_000).await.unwrap();
+    // h: 800 kbit/s from its one receiver, l: 100 kbit/s, no audio.
+    assert!(
+        remb_heard(&publisher, 899_000..=900_000).await,
+        "{:?}",
+        publisher.report().remb_received
+    );
+}
