@@ -1,6 +1,7 @@
 //! Forwarding delay inside the SFU: from the moment a publisher's frame was
-//! complete (str0m's `network_time`, when its last packet arrived) to the
-//! moment its packets were handed to the kernel for one subscriber. One count
+//! complete (the worker has just read its last packet and str0m handed the
+//! frame over) to the moment its packets were handed to the kernel for one
+//! subscriber. One count
 //! per video frame per subscriber, in 25 µs buckets up to 50 ms (the last
 //! bucket holds everything slower). Lock-free so every worker records into
 //! the same histogram.

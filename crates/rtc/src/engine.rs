@@ -62,6 +62,10 @@ struct Frame {
     rid: Option<Rid>,
     time: MediaTime,
     network_time: Instant,
+    /// When str0m handed the frame over: its last packet has just been read.
+    /// (`network_time` is the first packet's arrival, which includes how the
+    /// publisher spread the frame out.)
+    completed: Instant,
     data: Arc<[u8]>,
     keyframe: bool,
     orientation: Option<VideoOrientation>,
@@ -75,6 +79,7 @@ impl Frame {
             rid: d.rid,
             time: d.time,
             network_time: d.network_time,
+            completed: Instant::now(),
             data: d.data.clone(),
             keyframe: d.is_keyframe(),
             orientation: d.ext_vals.video_orientation,
@@ -462,7 +467,7 @@ impl Engine {
                 if k == Kind::Video {
                     self.directory
                         .forward_delay
-                        .record(Instant::now().saturating_duration_since(data.network_time));
+                        .record(Instant::now().saturating_duration_since(data.completed));
                 }
             }
         }
