@@ -41,6 +41,12 @@ pub fn run(opts: &SfuOptions, command: String) -> anyhow::Result<Report> {
     };
     let pin = harness_cpus.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
+        // One runtime thread per CPU it may use: more would only queue for it.
+        .worker_threads(if harness_cpus.is_empty() {
+            cpus
+        } else {
+            harness_cpus.len()
+        })
         .enable_all()
         .on_thread_start(move || {
             if !pin.is_empty() {
