@@ -143,6 +143,10 @@ struct Publisher {
     taps: Vec<mpsc::Sender<TapFrame>>,
     audio_paused: bool,
     video_paused: bool,
+    /// The publisher's offer asks for `goog-remb` feedback. str0m answers
+    /// with it for video whatever was offered, so this is read from the
+    /// offer itself: only a client that offered it understands a REMB.
+    remb: bool,
 }
 
 struct UpTrack {
@@ -1068,6 +1072,7 @@ impl Engine {
                 taps: Vec::new(),
                 audio_paused: false,
                 video_paused: false,
+                remb: offers_remb(offer_sdp),
             })),
             pending_offer: None,
             stats: PeerStats::default(),
@@ -1254,6 +1259,9 @@ impl Engine {
             .get_mut(id)
             .ok_or_else(|| Error::NoSuchPeer(id.to_string()))?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::Sdp(e.to_string()))?;
+        if let Role::Publisher(p) = &mut peer.role {
+            p.remb = offers_remb(sdp);
+        }
         let r = peer
             .rtc
             .sdp_api()
@@ -1635,6 +1643,13 @@ async fn read_socket_one_by_one(
     }
 }
 
+/// Whether an SDP offer asks for `goog-remb` feedback on any payload type.
+fn offers_remb(sdp: &str) -> bool {
+    sdp.lines().any(|l| {
+        l.trim_end().starts_with("a=rtcp-fb:") && l.split_whitespace().any(|w| w == "goog-remb")
+    })
+}
+
 /// Sends a publisher the REMB its receivers call for (Galène's rule, see
 /// [`upstream_remb`]), once a second, if it negotiated `goog-remb`. libwebrtc
 /// takes a REMB's value as the cap for the whole connection, so one message
@@ -1645,20 +1660,26 @@ fn send_upstream_remb(
     p: &Publisher,
     receivers: &HashMap<(String, Mid, usize), Vec<Option<u64>>>,
 ) -> Option<u64> {
-    let video: Vec<&UpTrack> = p.tracks.iter().filter(|t| t.kind == Kind::Video).collect();
-    let first = video.first()?;
-    if !video
-        .iter()
-        .any(|t| t.params.as_ref().is_some_and(|params| params.fb_remb()))
-    {
+    if !p.remb {
         return None;
     }
+    let video: Vec<&UpTrack> = p.tracks.iter().filter(|t| t.kind == Kind::Video).collect();
+    let first = video.first()?;
+    // A recording tap takes whatever comes, like a receiver without a limit.
+    let tapped: Vec<Option<u64>> = if p.taps.is_empty() {
+        Vec::new()
+    } else {
+        vec![None]
+    };
     let audio = p.tracks.iter().filter(|t| t.kind == Kind::Audio).count();
     let none: Vec<Option<u64>> = Vec::new();
     let mut encodings: Vec<(Option<&str>, &[Option<u64>])> = Vec::new();
     for t in &video {
         for e in 0..t.rids.len().max(1) {
-            let got = receivers.get(&(id.to_string(), t.mid, e)).unwrap_or(&none);
+            let got = receivers
+                .get(&(id.to_string(), t.mid, e))
+                .filter(|r| !r.is_empty())
+                .unwrap_or(if tapped.is_empty() { &none } else { &tapped });
             encodings.push((t.rids.get(e).map(String::as_str), got.as_slice()));
         }
     }

@@ -326,9 +326,11 @@ mod tests {
 /// video encoding the smallest allowance among the receivers it is being
 /// forwarded to, floored at 200 kbit/s (no temporal or spatial layers are
 /// selected inside a track here, so the base-layer doubling does not apply);
-/// the total capped at 1 Gbit/s. An encoding nobody receives, or whose
-/// receivers state no limit, sets no limit either: the publisher then follows
-/// its own estimate, which is what a REMB of the cap says.
+/// the total capped at 1 Gbit/s. An encoding nobody receives gets the floor,
+/// as in Galène (`maxUpBitrate` starts its maximum at the group's minimum
+/// bitrate and returns it when there are no receivers): the encoder keeps
+/// running cheaply and the next second's REMB raises it for a newcomer. A
+/// receiver with no allowance known yet sets no limit.
 pub(crate) fn upstream_remb<'a>(
     audio_tracks: usize,
     video_encodings: impl IntoIterator<Item = (Option<&'a str>, &'a [Option<u64>])>,
@@ -345,7 +347,7 @@ pub(crate) fn upstream_remb<'a>(
             // A receiver without a known allowance takes whatever comes.
             match receivers.iter().map(|a| a.unwrap_or(CAP)).min() {
                 Some(least) => least.max(FLOOR),
-                None => CAP,
+                None => FLOOR,
             }
         };
         total = total.saturating_add(part);
@@ -374,8 +376,8 @@ mod remb_tests {
     }
 
     #[test]
-    fn unwatched_or_unlimited_encodings_set_no_limit() {
-        assert_eq!(upstream_remb(1, [(None, &[][..])]), 1_000_000_000);
+    fn unwatched_encodings_get_the_floor_and_unlimited_receivers_no_limit() {
+        assert_eq!(upstream_remb(1, [(None, &[][..])]), 300_000);
         assert_eq!(upstream_remb(0, [(None, &[None][..])]), 1_000_000_000);
         assert_eq!(upstream_remb(2, std::iter::empty()), 200_000);
     }

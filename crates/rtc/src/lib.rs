@@ -74,8 +74,9 @@
 //! REMB with what its receivers can take (Galène's rule, reference §23.4):
 //! 100 kbit/s per audio track and per rid-`l` encoding, for every other video
 //! encoding the smallest allowance among the subscribers it is forwarded to
-//! (floored at 200 kbit/s), no limit for an encoding nobody receives, the
-//! total capped at 1 Gbit/s. A camera with one slow viewer thus sends what
+//! (floored at 200 kbit/s; the floor too for an encoding nobody receives but
+//! a recording), the total capped at 1 Gbit/s. Only publishers whose offer
+//! asked for `goog-remb` are sent one. A camera with one slow viewer thus sends what
 //! that viewer can decode instead of losing most of it on the way.
 //!
 //! # Keyframes

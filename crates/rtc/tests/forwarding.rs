@@ -815,13 +815,14 @@ async fn remb_heard(publisher: &TestPeer, range: std::ops::RangeInclusive<u64>) 
 
 /// Galène's upstream REMB (reference §23.4): once a second the publisher is
 /// told what its receivers can take, 100 kbit/s for the audio plus the
-/// smallest receiver allowance for the video; nobody watching sets no limit.
+/// smallest receiver allowance for the video; unwatched video gets the
+/// 200 kbit/s floor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_are_sent_a_remb_of_what_their_receivers_can_take() {
     let (sfu, _stop) = sfu();
     let (publisher, publication) = publish(&sfu, "room", light()).await;
     assert!(
-        remb_heard(&publisher, 999_000_000..=1_000_000_000).await,
+        remb_heard(&publisher, 299_000..=300_000).await,
         "unwatched: {:?}",
         publisher.report().remb_received
     );
@@ -871,4 +872,26 @@ async fn the_low_simulcast_encoding_counts_100_kbits_in_the_upstream_remb() {
         "{:?}",
         publisher.report().remb_received
     );
+}
+
+/// A publisher whose offer does not ask for goog-remb is never sent one
+/// (str0m would answer with it anyway; the SFU reads the offer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_remb_to_a_publisher_that_did_not_offer_it() {
+    let (sfu, _stop) = sfu();
+    let (publisher, offer) = TestPeer::publisher(light()).await.unwrap();
+    let offer: String = offer
+        .split_inclusive('\n')
+        .filter(|l| !(l.starts_with("a=rtcp-fb:") && l.contains("goog-remb")))
+        .collect();
+    assert!(!offer.contains("goog-remb"));
+    let publication = sfu
+        .publish("room", who("alice"), offer, PublishOptions::default())
+        .await
+        .unwrap();
+    publisher.accept_answer(&publication.answer_sdp).await.unwrap();
+    assert!(publisher.wait_for(LIMIT, |r| r.frames_sent > 60).await);
+    assert_eq!(publisher.report().remb_received, None);
+    let stats = sfu.stats(&publication.id).expect("publication statistics");
+    assert_eq!(stats.upstream_remb, None);
 }
