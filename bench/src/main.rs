@@ -107,7 +107,7 @@ enum Scenario {
         /// Subscriber counts (default 10,50,100,200; --quick 10).
         #[arg(long, value_parser = list)]
         fan_out: Option<std::vec::Vec<usize>>,
-        /// Room counts (default 5,10,15,20; --quick 2).
+        /// Room counts (default 5,10,15,20,25; --quick 2).
         #[arg(long, value_parser = list)]
         rooms: Option<std::vec::Vec<usize>>,
         /// Measurement window per size, seconds (default 5, --quick 3).
@@ -250,7 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let opts = scenario::sfu::SfuOptions {
                 fan_out: pick(fan_out, &[10, 50, 100, 200], &[10]),
-                rooms: pick(rooms, &[5, 10, 15, 20], &[2]),
+                rooms: pick(rooms, &[5, 10, 15, 20, 25], &[2]),
                 seconds: secs(seconds, 5, 3),
                 shared_cpus,
             };

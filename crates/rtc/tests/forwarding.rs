@@ -889,7 +889,10 @@ async fn no_remb_to_a_publisher_that_did_not_offer_it() {
         .publish("room", who("alice"), offer, PublishOptions::default())
         .await
         .unwrap();
-    publisher.accept_answer(&publication.answer_sdp).await.unwrap();
+    publisher
+        .accept_answer(&publication.answer_sdp)
+        .await
+        .unwrap();
     assert!(publisher.wait_for(LIMIT, |r| r.frames_sent > 60).await);
     assert_eq!(publisher.report().remb_received, None);
     let stats = sfu.stats(&publication.id).expect("publication statistics");
