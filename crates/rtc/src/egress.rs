@@ -315,6 +315,15 @@ mod tests {
         (r, a)
     }
 
+    /// An egress over one socket on 127.0.0.1, and that socket's address.
+    async fn egress() -> (Egress, SocketAddr) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // As in a running worker, the reactor has seen the socket writable.
+        sock.writable().await.unwrap();
+        let local = sock.local_addr().unwrap();
+        (Egress::new(vec![Arc::new(sock)], vec![local]), local)
+    }
+
     fn datagrams(r: &std::net::UdpSocket, n: usize) -> Vec<Vec<u8>> {
         let mut buf = [0u8; 2048];
         (0..n)
@@ -330,11 +339,7 @@ mod tests {
     /// address, or a longer one after a short one, starts a new batch.
     #[tokio::test]
     async fn batched_datagrams_arrive_separately_and_in_order() {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        // As in a running worker, the reactor has seen the socket writable.
-        sock.writable().await.unwrap();
-        let local = sock.local_addr().unwrap();
-        let mut out = Egress::new(vec![Arc::new(sock)], vec![local]);
+        let (mut out, local) = egress().await;
         let (ra, a) = receiver();
         let (rb, b) = receiver();
         let sent_a: Vec<Vec<u8>> = vec![
@@ -363,11 +368,7 @@ mod tests {
     /// over several sends, nothing lost or reordered.
     #[tokio::test]
     async fn a_long_run_is_split_without_loss() {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        // As in a running worker, the reactor has seen the socket writable.
-        sock.writable().await.unwrap();
-        let local = sock.local_addr().unwrap();
-        let mut out = Egress::new(vec![Arc::new(sock)], vec![local]);
+        let (mut out, local) = egress().await;
         let (r, a) = receiver();
         let sent: Vec<Vec<u8>> = (0..80u8).map(|i| vec![i; 1000]).collect();
         for d in &sent {
@@ -382,10 +383,7 @@ mod tests {
     /// them in between does not overtake that address's earlier datagram.
     #[tokio::test]
     async fn lone_datagrams_to_many_addresses_all_arrive_in_order() {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        sock.writable().await.unwrap();
-        let local = sock.local_addr().unwrap();
-        let mut out = Egress::new(vec![Arc::new(sock)], vec![local]);
+        let (mut out, local) = egress().await;
         let receivers: Vec<_> = (0..40).map(|_| receiver()).collect();
         for round in 0..2u8 {
             for (i, (_, a)) in receivers.iter().enumerate() {

@@ -1599,17 +1599,27 @@ async fn read_socket(
         for (m, b) in meta.iter().zip(&storage).take(n) {
             let Some(data) = b.get(..m.len) else { continue };
             for d in data.chunks(m.stride.max(1)) {
-                let pkt = Packet {
-                    socket: index,
-                    source: m.addr,
-                    data: d.to_vec(),
-                };
-                if out.send(pkt).await.is_err() {
+                if !deliver(&out, index, m.addr, d).await {
                     return;
                 }
             }
         }
     }
+}
+
+/// Hands one datagram to the worker; false once the worker has stopped.
+async fn deliver(
+    out: &mpsc::Sender<Packet>,
+    socket: usize,
+    source: SocketAddr,
+    data: &[u8],
+) -> bool {
+    let pkt = Packet {
+        socket,
+        source,
+        data: data.to_vec(),
+    };
+    out.send(pkt).await.is_ok()
 }
 
 /// Where batched receive is unavailable (not Linux, or quinn-udp refused).
@@ -1628,12 +1638,7 @@ async fn read_socket_one_by_one(
         match r {
             Ok((n, source)) => {
                 let Some(data) = buf.get(..n) else { continue };
-                let pkt = Packet {
-                    socket: index,
-                    source,
-                    data: data.to_vec(),
-                };
-                if out.send(pkt).await.is_err() {
+                if !deliver(&out, index, source, data).await {
                     return;
                 }
             }
